@@ -1,0 +1,321 @@
+"""The ``facial-demographics`` command line. Heavy imports happen inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import sys
+from collections.abc import Iterable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from . import __version__
+
+app = typer.Typer(
+    help="Find every face in a photo and estimate its age (with an interval) and gender; "
+    "train and evaluate your own models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Dataset tools: statistics, splits and the aligned-face cache.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+err = Console(stderr=True, soft_wrap=True)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", "-m", help="Model bundle directory (default: the bundled model).")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"facial-demographics {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """facial-demographics: age and gender for every face in a photo."""
+
+
+def expand_inputs(items: Iterable[str], recursive: bool) -> list[str]:
+    """Files as given, folders scanned for images (sorted), globs expanded; unmatched items kept
+    so that they are reported as errors rather than silently dropped."""
+    out: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            out.extend(sorted(str(p) for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            matches = sorted(glob.glob(item, recursive=recursive))
+            out.extend(matches if matches else [item])
+        else:
+            out.append(item)
+    return out
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+CSV_FIELDS = ["path", "width", "height", "face", "box", "score", "landmarks", "age", "age_interval",
+              "age_group", "gender", "gender_probability", "error"]
+
+
+def _csv_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    base = {"path": result["path"], "width": result["width"], "height": result["height"], "error": result["error"]}
+    if not result["faces"]:
+        return [base]
+    rows = []
+    for i, face in enumerate(result["faces"]):
+        row = {**base, "face": i, **face}
+        for key in ("box", "landmarks", "age_interval"):
+            row[key] = json.dumps(row[key])
+        rows.append(row)
+    return rows
+
+
+def _write_results(results: list[dict[str, Any]], fmt: OutputFormat, output: Path | None) -> None:
+    if fmt is OutputFormat.table:
+        from rich.table import Table
+
+        table = Table(title="Faces")
+        for col in ("image", "#", "age", "interval", "group", "gender", "p", "score", "error"):
+            table.add_column(col)
+        for r in results:
+            if not r["faces"]:
+                table.add_row(r["path"], "-", "", "", "", "", "", "", r["error"] or "no face")
+            for i, f in enumerate(r["faces"]):
+                p = "" if f["gender_probability"] is None else f"{100 * f['gender_probability']:.0f} %"
+                table.add_row(r["path"], str(i), f"{f['age']:.1f}",
+                              f"{f['age_interval'][0]:.0f}–{f['age_interval'][1]:.0f}", f["age_group"],
+                              str(f["gender"]), p, f"{f['score']:.2f}", "")
+        console = Console(file=open(output, "w", encoding="utf-8"), width=200) if output else Console()
+        console.print(table)
+        if output:
+            console.file.close()
+        return
+    buffer = io.StringIO()
+    if fmt is OutputFormat.json:
+        json.dump(results, buffer, indent=2, ensure_ascii=False)
+        buffer.write("\n")
+    elif fmt is OutputFormat.jsonl:
+        for r in results:
+            buffer.write(json.dumps(r, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for r in results:
+            writer.writerows(_csv_rows(r))
+    if output:
+        output.write_text(buffer.getvalue(), encoding="utf-8")
+    else:
+        sys.stdout.write(buffer.getvalue())
+
+
+def _annotate_to(directory: Path, path: str, faces: list[Any], index: int) -> None:
+    from .annotate import draw
+    from .imaging import ImageError, read_image
+
+    try:
+        image = read_image(path)
+    except ImageError:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    Image.fromarray(draw(image, faces)).save(directory / f"{index:05d}_{Path(path).stem}.png")
+
+
+@app.command()
+def analyze(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Scan folders recursively.")] = False,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")] = None,
+    annotate: Annotated[Path | None, typer.Option("--annotate", help="Write annotated images to DIR.")] = None,
+    cropped: Annotated[bool, typer.Option("--cropped", help="Each input is one already-cropped face.")] = False,
+    model: ModelOption = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 32,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")] = None,
+) -> None:
+    """Estimate age and gender for every face in the given images.
+
+    Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output).
+    """
+    from rich.progress import Progress
+
+    from .model import BundleError
+    from .pipeline import FaceAnalyzer
+
+    inputs = expand_inputs(paths, recursive)
+    if not inputs:
+        err.print("[red]No images found in the given paths.[/red]")
+        raise typer.Exit(2)
+    try:
+        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
+    except (BundleError, ValueError) as exc:
+        err.print(f"[red]Cannot load the model: {exc}[/red]")
+        raise typer.Exit(2) from exc
+    results = []
+    show = len(inputs) > 1 and sys.stderr.isatty()
+    with Progress(console=err, disable=not show, transient=True) as progress:
+        task = progress.add_task("Analysing", total=len(inputs))
+        for i, result in enumerate(analyzer.iter_analyze(inputs, progress=lambda n: progress.advance(task, n))):
+            results.append(result)
+            if annotate is not None and result.ok:
+                _annotate_to(annotate, inputs[i], result.faces, i)
+    _write_results([r.to_dict() for r in results], fmt, output)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err.print(f"[yellow]{r.path}: {r.error}[/yellow]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    image: Annotated[
+        Path | None, typer.Argument(help="A photo (default: scikit-image's public-domain astronaut).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the annotated image.")] = Path(
+        "out/demo.png"
+    ),
+    model: ModelOption = None,
+) -> None:
+    """The main job on the bundled defaults: analyse a real photo and write an annotated copy."""
+    import numpy as np
+    from PIL import Image
+
+    from .annotate import draw, label
+    from .imaging import ImageError, read_image
+    from .pipeline import FaceAnalyzer
+
+    if image is None:
+        try:
+            from skimage import data
+        except ImportError as exc:
+            err.print("[red]Give a photo, or install scikit-image for the default astronaut photo.[/red]")
+            raise typer.Exit(2) from exc
+        pixels, name = np.ascontiguousarray(data.astronaut()), "skimage.data.astronaut()"
+    else:
+        try:
+            pixels, name = read_image(image), str(image)
+        except ImageError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+    result = FaceAnalyzer(model).analyze(pixels, name=name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(draw(pixels, result.faces)).save(out)
+    typer.echo(f"{name}: {len(result.faces)} face(s)")
+    for i, face in enumerate(result.faces):
+        typer.echo(f"  face {i}: {label(face)}  box={[round(v) for v in face.box]}")
+    typer.echo(f"annotated image: {out}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder, archive, .mat or table.")],
+    size: Annotated[int, typer.Option("--size", min=16, help="Aligned face size in pixels.")] = 112,
+    out: Annotated[Path | None, typer.Option("--out", help="Cache directory (default cache/<name>-<size>).")] = None,
+    margin: Annotated[float, typer.Option("--margin", help="Alignment margin (see alignment).")] = 0.0,
+    template: Annotated[str, typer.Option("--template", help="Alignment template.")] = "utkface5",
+    fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
+) -> None:
+    """Detect and align every image once into a memory-mappable cache (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .alignment import AlignmentConfig
+    from .datasets.cache import prepare_cache
+    from .datasets.loader import load_dataset
+
+    read = load_dataset(dataset, fmt)
+    for rej in read.rejected:
+        err.print(f"[yellow]rejected {rej.item}: {rej.reason}[/yellow]")
+    target = out or Path("cache") / f"{dataset.name.split('.')[0]}-{size}"
+    cfg = AlignmentConfig(size=size, margin=margin, template=template)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("Aligning faces", total=len(read.records))
+        cache = prepare_cache(read.records, target, cfg, workers=workers, dataset=str(dataset),
+                              progress=lambda n: progress.advance(task, n))
+    counts = cache.meta["status_counts"]
+    typer.echo(f"{dataset}: {read.seen} items seen = {len(read.records)} records + {len(read.rejected)} rejected")
+    typer.echo(f"cache {target}: {len(cache.index)} faces " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for _, row in cache.index[cache.index["status"] == "unreadable"].iterrows():
+        err.print(f"[yellow]unreadable {row['path']}: {row['error']}[/yellow]")
+
+
+@data_app.command("stats")
+def data_stats(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder, archive, .mat or table.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write stats.json and a PNG histogram here.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
+) -> None:
+    """Counts, rejected items, age histogram, gender and race balance."""
+    from .datasets.stats import stats_command
+
+    stats_command(dataset, out, fmt)
+
+
+@data_app.command("split")
+def data_split(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder, archive, .mat or table.")],
+    out: Annotated[Path, typer.Option("--out", help="Split CSV to write (key,split).")],
+    val: Annotated[float, typer.Option("--val", help="Validation share.")] = 0.1,
+    test: Annotated[float, typer.Option("--test", help="Test share.")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+    fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
+) -> None:
+    """Write a deterministic train/val/test split, stratified by age band and gender."""
+    from collections import Counter
+
+    from .datasets.loader import load_dataset
+    from .datasets.splits import make_split, write_split
+
+    read = load_dataset(dataset, fmt)
+    mapping = make_split(read.records, val=val, test=test, seed=seed)
+    write_split(mapping, out)
+    typer.echo(f"{out}: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(mapping.values()).items())))
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Option("--dataset", help="Labelled dataset: UTKFace folder or .tar.gz, "
+                                          "IMDB-WIKI .mat, or a .csv/.parquet table.")],
+    model: ModelOption = None,
+    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "test",
+    split_file: Annotated[Path | None, typer.Option(
+        "--split-file", help="key,split CSV (default: splits/<format>.csv when present, else all records).")] = None,
+    cropped: Annotated[bool, typer.Option("--cropped", help="Each image is one cropped face (UTKFace).")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for predictions.csv, metrics.json, report.html.")] = Path(
+        "out/evaluation"),
+    compare: Annotated[list[Path] | None, typer.Option(
+        "--compare", help="Another bundle to evaluate on the same images (repeat for more).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded random sample of N images.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
+) -> None:
+    """Evaluate a model on a labelled split: accuracy, fairness and trust, in a self-contained report."""
+    from .evaluation.evaluate import evaluate_command
+
+    try:
+        evaluate_command(dataset, model, split, split_file, cropped, out, limit, fmt, compare, console=err)
+    except (FileNotFoundError, ValueError) as exc:  # bad dataset, split file or bundle (BundleError)
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None

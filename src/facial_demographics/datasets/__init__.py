@@ -1,0 +1,1 @@
+"""Dataset readers, splits, statistics, imbalance tools and the aligned-face cache."""

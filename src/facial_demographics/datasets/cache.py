@@ -1,0 +1,170 @@
+"""The aligned-face cache: detection and alignment run once per dataset, training reads uint8 arrays.
+
+Layout of a cache directory:
+
+- ``faces.npy``: uint8 (N, S, S, 3) RGB aligned faces, memory-mappable (``np.load(mmap_mode="r")``);
+- ``index.parquet``: row i describes ``faces[i]``: key, path, age, gender, race, source, status
+  ("ok" | "fallback" | "unreadable"), error, det_score, fallback, lm0x..lm4y (landmarks in the source image);
+- ``meta.json``: size, margin, template, dataset, counts.
+
+Work is done in chunks written to ``parts/``; an interrupted run resumes at the first missing chunk.
+Unreadable images keep their row (all-zero face, status "unreadable", error = reason), so every
+record is accounted for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..alignment import AlignmentConfig, align_single
+from ..detection import DetectorConfig, FaceDetector
+from ..imaging import ImageError, read_image
+from .records import Record
+
+CHUNK = 256
+_LANDMARK_COLUMNS = [f"lm{i}{axis}" for i in range(5) for axis in "xy"]
+
+
+@dataclass(frozen=True)
+class FaceCache:
+    """An opened cache: the face array (memory-mapped), its index and its metadata."""
+
+    root: Path
+    faces: np.ndarray
+    index: pd.DataFrame
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> FaceCache:
+        root = Path(root)
+        missing = [n for n in ("faces.npy", "index.parquet", "meta.json") if not (root / n).exists()]
+        if missing:
+            raise FileNotFoundError(f"{root}: not a complete face cache (missing {', '.join(missing)})")
+        faces = np.load(root / "faces.npy", mmap_mode="r")
+        index = pd.read_parquet(root / "index.parquet")
+        if len(index) != len(faces):
+            raise ValueError(f"{root}: index has {len(index)} rows but faces.npy has {len(faces)}")
+        return cls(root, faces, index, json.loads((root / "meta.json").read_text()))
+
+
+def _read_source(path: str) -> np.ndarray:
+    if "::" in path:  # a member of a dataset archive (see datasets.utkface)
+        from .utkface import read_bytes
+
+        return read_image(read_bytes(path), name=path)
+    return read_image(path)
+
+
+# One detector per worker process, created by the pool initialiser (ONNX sessions do not pickle).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(alignment: AlignmentConfig, threads: int) -> None:
+    _WORKER["detector"] = FaceDetector(DetectorConfig(score_threshold=alignment.single_score_threshold,
+                                                      threads=threads))
+    _WORKER["alignment"] = alignment
+
+
+def _process_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    cfg: AlignmentConfig = _WORKER["alignment"]
+    detector: FaceDetector = _WORKER["detector"]
+    faces = np.zeros((len(paths), cfg.size, cfg.size, 3), dtype=np.uint8)
+    rows: list[dict[str, Any]] = []
+    for i, path in enumerate(paths):
+        try:
+            image = _read_source(path)
+        except (ImageError, OSError) as exc:
+            rows.append({"status": "unreadable", "error": str(exc), "det_score": np.nan, "fallback": False,
+                         **dict.fromkeys(_LANDMARK_COLUMNS, np.nan)})
+            continue
+        aligned = align_single(image, detector, cfg)
+        faces[i] = aligned.image
+        rows.append({
+            "status": "fallback" if aligned.fallback else "ok",
+            "error": None,
+            "det_score": aligned.detection.score,
+            "fallback": aligned.fallback,
+            **dict(zip(_LANDMARK_COLUMNS, aligned.detection.landmarks.reshape(-1).tolist(), strict=True)),
+        })
+    return faces, rows
+
+
+def _record_rows(records: Sequence[Record]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "key": [r.key for r in records],
+        "path": [r.path for r in records],
+        "age": [np.nan if r.age is None else float(r.age) for r in records],
+        "gender": [np.nan if r.gender is None else float(r.gender) for r in records],
+        "race": [r.groups.get("race") for r in records],
+        "identity": [r.identity for r in records],
+        "source": [r.source for r in records],
+    })
+
+
+def prepare_cache(
+    records: Sequence[Record],
+    out: str | Path,
+    alignment: AlignmentConfig | None = None,
+    *,
+    workers: int | None = None,
+    dataset: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> FaceCache:
+    """Align every record into ``out`` (resumable); ``progress`` is called with the images done per chunk."""
+    cfg = alignment or AlignmentConfig()
+    out = Path(out)
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    table = _record_rows(records)
+    plan = {"count": len(records), "alignment": asdict(cfg), "dataset": dataset,
+            "keys_sha256": hashlib.sha256("\n".join(table["key"]).encode()).hexdigest()}
+    plan_file = out / "plan.json"
+    if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
+        raise ValueError(f"{out}: holds a cache for other records or settings; choose another --out")
+    plan_file.write_text(json.dumps(plan))
+    faces_path = out / "faces.npy"
+    shape = (len(records), cfg.size, cfg.size, 3)
+    if faces_path.exists():
+        faces = np.load(faces_path, mmap_mode="r+")
+    else:
+        faces = np.lib.format.open_memmap(faces_path, mode="w+", dtype=np.uint8, shape=shape)
+    chunks = [(start, min(start + CHUNK, len(records))) for start in range(0, len(records), CHUNK)]
+    todo = [c for c in chunks if not (parts / f"{c[0]:08d}.parquet").exists()]
+    if progress and len(todo) < len(chunks):
+        progress(sum(e - s for s, e in chunks) - sum(e - s for s, e in todo))
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    paths = table["path"].tolist()
+    with ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(cfg, 1)) as pool:
+        futures = {pool.submit(_process_chunk, paths[s:e]): (s, e) for s, e in todo}
+        for future in as_completed(futures):
+            s, e = futures[future]
+            chunk_faces, rows = future.result()
+            faces[s:e] = chunk_faces
+            faces.flush()
+            part = pd.DataFrame(rows)
+            part.insert(0, "row", np.arange(s, e))
+            tmp = parts / f"{s:08d}.parquet.tmp"
+            part.to_parquet(tmp)
+            os.replace(tmp, parts / f"{s:08d}.parquet")  # the chunk counts as done only now
+            if progress:
+                progress(e - s)
+    done = pd.concat([pd.read_parquet(p) for p in sorted(parts.glob("*.parquet"))]).sort_values("row")
+    index = pd.concat([table, done.drop(columns="row").reset_index(drop=True)], axis=1)
+    index.to_parquet(out / "index.parquet")
+    counts = index["status"].value_counts().to_dict()
+    meta = {"size": cfg.size, "margin": cfg.margin, "template": cfg.template, "dataset": dataset,
+            "count": len(index), "status_counts": {str(k): int(v) for k, v in counts.items()}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return FaceCache.open(out)
+
+

@@ -1,0 +1,72 @@
+"""One entry point for every dataset: pick the reader from the path, or from ``format``."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable, Iterable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from facial_demographics.datasets.imdbwiki import read_imdbwiki
+from facial_demographics.datasets.records import ReadResult
+from facial_demographics.datasets.table import TABLE_SUFFIXES, read_table
+from facial_demographics.datasets.utkface import is_archive, is_utkface_name, read_utkface
+
+FORMATS = ("utkface", "imdbwiki", "table")
+#: How many file names are enough to recognise a UTKFace folder or archive.
+_SNIFF = 200
+
+_READERS: dict[str, Callable[..., ReadResult]] = {
+    "utkface": read_utkface,
+    "imdbwiki": read_imdbwiki,
+    "table": read_table,
+}
+
+
+def _has_utkface_names(names: Iterable[str]) -> bool:
+    """True when at least one of the first few image names carries UTKFace labels."""
+    return any(is_utkface_name(Path(n).name) for n in islice(names, _SNIFF))
+
+
+def _archive_names(path: Path) -> Iterable[str]:
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.isfile():
+                    yield member.name
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ValueError(f"{path}: cannot read archive: {exc}") from exc
+
+
+def detect_format(path: str | Path) -> str:
+    """The reader a dataset path needs; ValueError naming the path when it cannot tell."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such dataset file or folder")
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix == ".mat":
+        return "imdbwiki"
+    if path.is_file() and suffix in TABLE_SUFFIXES:
+        return "table"
+    if path.is_dir():
+        if _has_utkface_names(p.name for p in path.rglob("*") if p.is_file()):
+            return "utkface"
+        raise ValueError(f"{path}: folder holds no UTKFace-style names (age_gender_race_datetime.jpg); "
+                         f"pass a .mat or .csv/.parquet file, or format= one of {FORMATS}")
+    if is_archive(path):
+        if _has_utkface_names(_archive_names(path)):
+            return "utkface"
+        raise ValueError(f"{path}: archive holds no UTKFace-style names (age_gender_race_datetime.jpg)")
+    raise ValueError(f"{path}: unknown dataset format (expected a UTKFace folder or .tar.gz, "
+                     f"an IMDB-WIKI .mat, or a .csv/.parquet table; or pass format= one of {FORMATS})")
+
+
+def load_dataset(path: str | Path, format: str | None = None, **options: Any) -> ReadResult:
+    """Read any supported dataset; ``options`` go to the reader (see each reader's keywords)."""
+    if format is None:
+        format = detect_format(path)
+    reader = _READERS.get(format)
+    if reader is None:
+        raise ValueError(f"{path}: unknown format {format!r} (expected one of {FORMATS})")
+    return reader(path, **options)

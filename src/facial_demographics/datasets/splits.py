@@ -1,0 +1,154 @@
+"""Train/val/test splits: deterministic, stratified by age band x gender, grouped by identity.
+
+Each unit (an identity, or a single record without one) is placed by a hash of (seed, unit), not by
+shuffling a list, so a split does not depend on the order records were read in, and adding records
+moves few existing ones. Within each stratum units are cut at the val/test fractions of its records.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facial_demographics.datasets.imbalance import age_band_label
+from facial_demographics.datasets.loader import load_dataset
+from facial_demographics.datasets.records import GENDER_LABELS, Record
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitPart:
+    """The records of one split, and the keys of records the split file does not mention."""
+
+    name: str
+    records: list[Record]
+    missing: list[str]
+
+
+def stratum(record: Record) -> str:
+    """``"<age band>/<gender>"``, e.g. ``"20-39/female"``; unknown parts read ``unknown``."""
+    gender = "unknown" if record.gender is None else GENDER_LABELS[record.gender]
+    return f"{age_band_label(record.age)}/{gender}"
+
+
+def _unit_id(record: Record) -> str:
+    return f"id:{record.identity}" if record.identity else f"key:{record.key}"
+
+
+def _rank(seed: int, unit: str) -> bytes:
+    return hashlib.blake2b(f"{seed}\0{unit}".encode(), digest_size=8).digest()
+
+
+def make_split(records: Sequence[Record], *, val: float = 0.1, test: float = 0.1,
+               seed: int = 42) -> dict[str, str]:
+    """Map every record key to "train", "val" or "test".
+
+    Records sharing an identity always land in the same split; the identity's stratum is its most
+    common one, so stratification is approximate for people photographed at many ages.
+    """
+    if not (0 <= val and 0 <= test and val + test < 1):
+        raise ValueError(f"val ({val}) and test ({test}) must be >= 0 and sum to less than 1")
+    units: dict[str, list[Record]] = defaultdict(list)
+    keys: set[str] = set()
+    for r in records:
+        if r.key in keys:
+            raise ValueError(f"duplicate record key {r.key!r}: keys must be unique to split")
+        keys.add(r.key)
+        units[_unit_id(r)].append(r)
+
+    strata: dict[str, list[str]] = defaultdict(list)
+    for unit, members in units.items():
+        counts = Counter(stratum(r) for r in members)
+        strata[min(counts, key=lambda s: (-counts[s], s))].append(unit)
+
+    mapping: dict[str, str] = {}
+    for name in sorted(strata):
+        ordered = sorted(strata[name], key=lambda u: (_rank(seed, u), u))
+        total = sum(len(units[u]) for u in ordered)
+        done = 0
+        for unit in ordered:
+            size = len(units[unit])
+            middle = (done + size / 2) / total  # where this unit sits within the stratum, 0..1
+            split = "test" if middle < test else "val" if middle < test + val else "train"
+            done += size
+            for r in units[unit]:
+                mapping[r.key] = split
+    return mapping
+
+
+def split_counts(mapping: Mapping[str, str]) -> dict[str, int]:
+    counts = Counter(mapping.values())
+    return {name: counts.get(name, 0) for name in SPLITS}
+
+
+def write_split(mapping: Mapping[str, str], path: str | Path) -> Path:
+    """Write a split as CSV (columns key,split; sorted by key so diffs stay readable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["key", "split"])
+        for key in sorted(mapping):
+            writer.writerow([key, mapping[key]])
+    return path
+
+
+def read_split(path: str | Path) -> dict[str, str]:
+    """Read a split CSV; a bad header, unknown split name or repeated key is a ValueError naming the row."""
+    path = Path(path)
+    mapping: dict[str, str] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"key", "split"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected columns key,split, found {reader.fieldnames}")
+        for number, row in enumerate(reader, start=1):
+            key, split = row["key"], row["split"]
+            if split not in SPLITS:
+                raise ValueError(f"{path}: row {number} ({key}): split {split!r} not one of {SPLITS}")
+            if key in mapping:
+                raise ValueError(f"{path}: row {number}: key {key!r} repeated")
+            mapping[key] = split
+    return mapping
+
+
+def apply_split(records: Sequence[Record], mapping: Mapping[str, str], name: str) -> SplitPart:
+    """The records assigned to split ``name``; records the mapping lacks are reported in ``missing``."""
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r} (expected one of {SPLITS})")
+    chosen = [r for r in records if mapping.get(r.key) == name]
+    missing = [r.key for r in records if r.key not in mapping]
+    return SplitPart(name, chosen, missing)
+
+
+def publish_split(dataset: str | Path, out: str | Path, *, val: float = 0.1, test: float = 0.1,
+                  seed: int = 42, format: str | None = None) -> dict[str, int]:
+    """Read a dataset, split it and write the split CSV (how ``splits/utkface.csv`` is made)."""
+    result = load_dataset(dataset, format=format)
+    mapping = make_split(result.records, val=val, test=test, seed=seed)
+    write_split(mapping, out)
+    return split_counts(mapping)
+
+
+def split_command(
+    dataset: Annotated[Path, typer.Argument(help="UTKFace folder/.tar.gz, IMDB-WIKI .mat, .csv/.parquet")],
+    out: Annotated[Path, typer.Option(help="Split CSV to write (columns key,split)")],
+    val: Annotated[float, typer.Option(help="Share of records for validation")] = 0.1,
+    test: Annotated[float, typer.Option(help="Share of records for testing")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the split's hash")] = 42,
+    format: Annotated[str | None, typer.Option(help="utkface, imdbwiki or table (default: guess)")] = None,
+) -> None:
+    """Write a reproducible train/val/test split of a dataset (stratified, grouped by identity)."""
+    try:
+        counts = publish_split(dataset, out, val=val, test=test, seed=seed, format=format)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))

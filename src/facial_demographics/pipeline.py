@@ -1,0 +1,171 @@
+"""The public entry point: read → detect → align → predict → post-process.
+
+``FaceAnalyzer`` is thread-safe: it holds no per-call state, and its ONNX sessions are created once
+under a lock and are themselves safe to share. ``analyze_batch`` decodes and detects in a thread
+pool while the model runs, and sends faces from many images to the model in shared batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .alignment import align, align_single
+from .detection import DetectorConfig, FaceDetector
+from .imaging import DEFAULT_MAX_PIXELS, ImageError, read_image
+from .model import AgeGenderModel, ModelBundle
+from .types import AlignedFace, Face, ImageResult, age_group
+
+Source = Any  # str | Path | bytes | binary file object | np.ndarray
+
+
+def source_name(source: Source, index: int) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, np.ndarray):
+        return f"<array {index}>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<bytes {index}>"
+    return str(getattr(source, "name", f"<stream {index}>"))
+
+
+@dataclass
+class _Staged:
+    """One image after reading, detection and alignment, waiting for the model."""
+
+    result: ImageResult
+    faces: list[AlignedFace] = field(default_factory=list)
+
+
+class FaceAnalyzer:
+    """Finds every face in an image and estimates its age (with an interval) and gender.
+
+    ``cropped=True`` treats each input as one already-cropped face (UTKFace-style): the best face on
+    a padded canvas, or the whole image when none is found (``Face.fallback``), so a readable image
+    always yields exactly one face.
+    """
+
+    def __init__(
+        self,
+        model: ModelBundle | AgeGenderModel | str | Path | None = None,
+        *,
+        cropped: bool = False,
+        batch_size: int = 32,
+        threads: int | None = None,
+        detector: FaceDetector | DetectorConfig | None = None,
+        interval: float = 0.8,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        io_workers: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model = model if isinstance(model, AgeGenderModel) else AgeGenderModel(
+            model, threads=threads, interval=interval
+        )
+        self.alignment = self.model.bundle.alignment
+        if isinstance(detector, FaceDetector):
+            self.detector = detector
+        else:
+            cfg = detector or DetectorConfig(threads=threads)
+            if cropped:  # we know a face is there: accept weaker detections before falling back
+                cfg = DetectorConfig(**{**cfg.__dict__, "score_threshold": self.alignment.single_score_threshold})
+            self.detector = FaceDetector(cfg)
+        self.cropped = cropped
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.io_workers = io_workers or min(4, os.cpu_count() or 1)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.model.bundle.public_manifest()
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _stage(self, source: Source, name: str) -> _Staged:
+        """Read, detect and align one image; errors become ``ImageResult.error``, never exceptions."""
+        try:
+            image = read_image(source, max_pixels=self.max_pixels, name=name)
+        except ImageError as exc:
+            return _Staged(ImageResult(path=name, error=exc.reason))
+        height, width = image.shape[:2]
+        if self.cropped:
+            faces = [align_single(image, self.detector, self.alignment)]
+        else:
+            faces = [align(image, d, self.alignment) for d in self.detector.detect(image)]
+        return _Staged(ImageResult(path=name, width=width, height=height), faces)
+
+    def _finish(self, staged: list[_Staged]) -> list[ImageResult]:
+        crops = [face.image for item in staged for face in item.faces]
+        if crops:
+            preds = [self.model.predict(np.stack(crops[i : i + self.batch_size]))
+                     for i in range(0, len(crops), self.batch_size)]
+            age = np.concatenate([p.age for p in preds])
+            low = np.concatenate([p.age_low for p in preds])
+            high = np.concatenate([p.age_high for p in preds])
+            p_female = np.concatenate([p.p_female for p in preds])
+        k = 0
+        for item in staged:
+            for face in item.faces:
+                det = face.detection
+                pf = float(p_female[k])
+                female = pf >= 0.5
+                item.result.faces.append(Face(
+                    box=det.box,
+                    score=det.score,
+                    landmarks=[(float(x), float(y)) for x, y in det.landmarks],
+                    age=float(age[k]),
+                    age_interval=(float(low[k]), float(high[k])),
+                    age_group=age_group(float(age[k])),
+                    gender=None if np.isnan(pf) else ("female" if female else "male"),
+                    gender_probability=None if np.isnan(pf) else (pf if female else 1.0 - pf),
+                    fallback=face.fallback,
+                ))
+                k += 1
+        return [item.result for item in staged]
+
+    # -- public API -----------------------------------------------------------------------------
+    def analyze(self, source: Source, name: str | None = None) -> ImageResult:
+        """Analyse one image (path, bytes, file object or RGB array)."""
+        return self._finish([self._stage(source, name or source_name(source, 0))])[0]
+
+    def iter_analyze(
+        self, sources: Iterable[Source], names: Iterable[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[ImageResult]:
+        """Results in input order; decoding and detection run ahead in threads while the model runs."""
+        items = iter(sources)
+        name_iter = iter(names) if names is not None else None
+        window = max(self.batch_size, 8)
+        counter = 0
+        with ThreadPoolExecutor(self.io_workers) as pool:
+            pending = []
+            while True:
+                chunk = list(islice(items, window))
+                if not chunk and not pending:
+                    break
+                named = []
+                for source in chunk:
+                    name = next(name_iter) if name_iter is not None else source_name(source, counter)
+                    named.append((source, name))
+                    counter += 1
+                # Submit the next window before finishing the previous one, so reading overlaps inference.
+                submitted = [pool.submit(self._stage, s, n) for s, n in named]
+                if pending:
+                    done = [f.result() for f in pending]
+                    yield from self._finish(done)
+                    if progress:
+                        progress(len(done))
+                pending = submitted
+
+    def analyze_batch(
+        self, sources: Sequence[Source], names: Sequence[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[ImageResult]:
+        """Analyse many images; a bad image gets ``error`` set and the rest go on."""
+        return list(self.iter_analyze(sources, names, progress))

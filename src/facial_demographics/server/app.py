@@ -1,0 +1,374 @@
+"""The FastAPI app: JSON API under ``/v1``, health check, and the offline web page at ``/``.
+
+Multi-file uploads are decided per file: when at least one image was analysed the answer is 200 and
+each failed file carries ``error`` and ``error_code`` in its result; when none was, the answer is the
+first failure's 4xx with the usual error body (and every file's error in ``errors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__, imaging
+from ..types import ImageResult
+from .batching import MicroBatcher, QueueFullError
+from .errors import ApiError, install_error_handlers
+from .schemas import AnalyzeResponse, ErrorResponse, HealthResponse, ImageOut, ModelInfo
+from .settings import ServerSettings
+from .uploads import Upload, check_content_length, read_multipart
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+# ImageError subclass → (HTTP status, error code); the base class maps to 422 invalid_image.
+_IMAGE_ERRORS: tuple[tuple[type[imaging.ImageError], int, str], ...] = (
+    (imaging.ImageTooLargeError, 413, "image_too_large"),
+    (imaging.EmptyImageError, 422, "empty_file"),
+    (imaging.TruncatedImageError, 422, "truncated_image"),
+    (imaging.NotAnImageError, 415, "not_an_image"),
+    (imaging.UnsupportedImageError, 415, "unsupported_format"),
+)
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+    "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "Invalid request or image."},
+    500: {"model": ErrorResponse, "description": "Unexpected server error (details only in the server log)."},
+}
+_ANALYZE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "One or more images (JPEG, PNG, WebP, BMP, TIFF).",
+                    },
+                    "annotate": {"type": "boolean", "description": "Same as the query parameter."},
+                },
+            }
+        }
+    },
+}
+
+
+class Analyzer(Protocol):
+    """What the app needs from ``FaceAnalyzer`` (tests may wrap one)."""
+
+    @property
+    def manifest(self) -> dict[str, Any]: ...
+
+    def analyze_batch(self, sources: Sequence[Any]) -> list[ImageResult]: ...
+
+
+@dataclass
+class _Runtime:
+    """Per-app state, filled in by the lifespan (the app holds no module-level mutable state)."""
+
+    analyzer: Analyzer | None = None
+    batcher: MicroBatcher | None = None
+    # Decoding more uploads at once than there are cores gains nothing and multiplies peak memory.
+    decoding: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(min(4, os.cpu_count() or 1))
+    )
+
+
+@dataclass
+class _Decoded:
+    upload: Upload
+    image: np.ndarray | None = None
+    error: ApiError | None = None
+
+
+def load_analyzer(settings: ServerSettings) -> Analyzer:
+    from ..pipeline import FaceAnalyzer
+
+    return FaceAnalyzer(model=settings.model, max_pixels=settings.max_pixels, batch_size=settings.batch_size)
+
+
+class SecurityHeaders:
+    """Conservative headers on every response; a strict CSP except on the CDN-based /docs and /redoc."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"] in ("/docs", "/redoc", "/docs/oauth2-redirect")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"permissions-policy", b"camera=(self), microphone=(), geolocation=()"),
+                ]
+                if not docs:
+                    headers.append((b"content-security-policy", _PAGE_CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _api_key_dependency(expected: str) -> Any:
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The server's API key.")
+    bearer = HTTPBearer(auto_error=False, description="The server's API key as a bearer token.")
+    expected_bytes = expected.encode()
+
+    async def require_api_key(
+        key: str | None = Security(header), token: HTTPAuthorizationCredentials | None = Security(bearer)
+    ) -> None:
+        given = key if key is not None else (token.credentials if token is not None else None)
+        if given is None or not hmac.compare_digest(given.encode(), expected_bytes):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return require_api_key
+
+
+def _image_error(upload: Upload, exc: imaging.ImageError) -> ApiError:
+    status, code = next(
+        ((s, c) for cls, s, c in _IMAGE_ERRORS if isinstance(exc, cls)), (422, "invalid_image")
+    )
+    return ApiError(status, code, f"{upload.filename}: {exc.reason}", upload.filename)
+
+
+def _decode_all(uploads: list[Upload], max_pixels: int) -> list[_Decoded]:
+    decoded = []
+    for upload in uploads:
+        try:
+            image = imaging.read_image(bytes(upload.data), max_pixels=max_pixels, name=upload.filename)
+            decoded.append(_Decoded(upload, image=image))
+        except imaging.ImageError as exc:
+            decoded.append(_Decoded(upload, error=_image_error(upload, exc)))
+        upload.data.clear()  # the raw bytes are not needed any more
+    return decoded
+
+
+def _annotated_png(image: np.ndarray, result: ImageResult) -> str:
+    from ..annotate import draw
+
+    return base64.b64encode(imaging.encode_png(draw(image, result.faces))).decode("ascii")
+
+
+async def _respond(
+    decoded: list[_Decoded], results: dict[int, ImageResult], annotate: bool
+) -> AnalyzeResponse:
+    """One entry per upload in order; the first failure's 4xx when no upload succeeded (module docstring)."""
+    out: list[ImageOut] = []
+    failures: list[ApiError] = []
+    for item in decoded:
+        name = item.upload.filename
+        result = results.get(id(item))
+        if result is not None and result.error is not None:
+            item.error = ApiError(422, "analysis_failed", f"{name}: {result.error}", name)
+        if item.error is not None:
+            failures.append(item.error)
+            detail = item.error.detail
+            out.append(
+                ImageOut(
+                    path=name, width=None, height=None, faces=[], error=detail.message, error_code=detail.code
+                )
+            )
+            continue
+        assert result is not None and item.image is not None
+        entry = ImageOut.model_validate({**result.to_dict(), "path": name})
+        if annotate:
+            entry.annotated_png = await run_in_threadpool(_annotated_png, item.image, result)
+        out.append(entry)
+    if len(failures) == len(decoded):
+        first = failures[0].detail
+        errors = [f.detail for f in failures] if len(failures) > 1 else []
+        raise ApiError(failures[0].status, first.code, first.message, first.item, errors=errors)
+    return AnalyzeResponse(results=out)
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return lowered in _TRUE
+    raise ApiError(422, "invalid_request", f"{name} must be true or false, got {value[:40]!r}", name)
+
+
+def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | None = None) -> FastAPI:
+    """Build the app; the analyzer is loaded at startup unless one is given (tests share one)."""
+    settings = settings or ServerSettings()
+    runtime = _Runtime()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded = analyzer if analyzer is not None else await run_in_threadpool(load_analyzer, settings)
+        runtime.analyzer = loaded
+        runtime.batcher = MicroBatcher(
+            loaded.analyze_batch,
+            batch_size=settings.batch_size,
+            max_wait=settings.batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            threads=settings.inference_threads,
+        )
+        await runtime.batcher.start()
+        try:
+            yield
+        finally:
+            await runtime.batcher.stop()
+
+    app = FastAPI(
+        title="facial-demographics",
+        summary="Find every face in a photo and estimate its age (with an interval) and gender.",
+        version=__version__,
+        lifespan=lifespan,
+        debug=False,
+        responses=_ERROR_RESPONSES,
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
+
+    def batcher() -> MicroBatcher:
+        if runtime.batcher is None:
+            raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
+        return runtime.batcher
+
+    def queue_full(exc: QueueFullError) -> ApiError:
+        return ApiError(
+            503,
+            "queue_full",
+            f"server busy: {exc}; retry later",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    auth = [Depends(_api_key_dependency(settings.api_key))] if settings.api_key else []
+    unauthorized: dict[int | str, dict[str, Any]] = (
+        {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
+        if settings.api_key
+        else {}
+    )
+    api = APIRouter(prefix="/v1", dependencies=auth, responses=unauthorized)
+
+    @api.post(
+        "/analyze",
+        tags=["analysis"],
+        response_model=AnalyzeResponse,
+        response_model_exclude_unset=True,
+        openapi_extra={"requestBody": _ANALYZE_BODY},
+        responses={
+            400: {"model": ErrorResponse, "description": "Malformed multipart body."},
+            408: {"model": ErrorResponse, "description": "The upload took longer than the time limit."},
+            413: {
+                "model": ErrorResponse,
+                "description": "Upload over the size limit, or image over the pixel limit.",
+            },
+            415: {"model": ErrorResponse, "description": "Not an image, or an unsupported format."},
+            503: {"model": ErrorResponse, "description": "Too many queued images; see Retry-After."},
+            504: {"model": ErrorResponse, "description": "The analysis took longer than the time limit."},
+        },
+    )
+    async def analyze(
+        request: Request,
+        annotate: bool = Query(
+            False, description="Also return each image with boxes and labels as base64 PNG."
+        ),
+    ) -> AnalyzeResponse:
+        """Analyse one or more images sent as multipart/form-data in the field `file`."""
+        check_content_length(request.headers.get("content-length"), settings.max_upload_bytes)
+        queue = batcher()
+        try:
+            queue.check_capacity(1)  # refuse early, before reading the body
+        except QueueFullError as exc:
+            raise queue_full(exc) from None
+        try:
+            form = await asyncio.wait_for(
+                read_multipart(
+                    request.headers.get("content-type"),
+                    request.stream(),
+                    max_bytes=settings.max_upload_bytes,
+                    max_files=settings.max_files,
+                ),
+                settings.request_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise ApiError(408, "request_timeout", "the upload was not received in time") from None
+        if "annotate" in form.fields:
+            annotate = annotate or _flag(form.fields["annotate"], "annotate")
+        if not form.files:
+            raise ApiError(422, "no_files", "no file uploaded: send one or more images in the 'file' field")
+        async with runtime.decoding:
+            decoded = await run_in_threadpool(_decode_all, form.files, settings.max_pixels)
+        good = [d for d in decoded if d.image is not None]
+        results: list[ImageResult] = []
+        if good:
+            try:
+                results = await asyncio.wait_for(
+                    queue.submit([d.image for d in good if d.image is not None]), settings.request_timeout
+                )
+            except QueueFullError as exc:
+                raise queue_full(exc) from None
+            except asyncio.TimeoutError:
+                raise ApiError(
+                    504, "timeout", "the analysis did not finish in time; try fewer or smaller images"
+                ) from None
+        return await _respond(decoded, dict(zip(map(id, good), results, strict=True)), annotate)
+
+    @api.get("/model", response_model=ModelInfo, tags=["model"])
+    async def model() -> ModelInfo:
+        """The loaded model bundle's manifest: name, version, input, heads, provenance."""
+        if runtime.analyzer is None:
+            raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
+        return ModelInfo.model_validate(runtime.analyzer.manifest)
+
+    app.include_router(api)
+
+    @app.get("/healthz", response_model=HealthResponse, tags=["health"])
+    async def healthz() -> HealthResponse:
+        """Liveness: answers while inference runs; `queued` shows the load."""
+        queue = batcher()
+        return HealthResponse(status="ok", queued=queue.pending, max_queue=queue.max_queue)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,90 @@
+"""One JSON error shape for everything the app rejects, and handlers that never leak a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .schemas import ErrorDetail, ErrorResponse
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "upload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    """An expected failure with its HTTP status; raise it anywhere in a request, the handler renders it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        item: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        errors: list[ErrorDetail] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = ErrorDetail(code=code, message=message, item=item)
+        self.headers = dict(headers or {})
+        self.errors = errors or []
+
+
+def error_response(
+    status: int,
+    detail: ErrorDetail,
+    headers: Mapping[str, str] | None = None,
+    errors: list[ErrorDetail] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(error=detail, errors=errors or [])
+    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.detail, exc.headers, exc.errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, ErrorDetail(code=code, message=message), exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(part) for part in err.get("loc", ()))
+        problems.append(f"{where}: {err.get('msg', 'invalid')}")
+    detail = ErrorDetail(code="invalid_request", message="; ".join(problems) or "invalid request")
+    return error_response(422, detail)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette re-raises after this handler, so uvicorn logs the traceback; the client only sees this.
+    log.error("unexpected %s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+    return error_response(500, ErrorDetail(code="internal_error", message="internal server error"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,128 @@
+"""Run the app with uvicorn: ``serve_command`` for the CLI, ``running_server`` for tests and benchmarks."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from .app import create_app, load_analyzer
+from .settings import SETTINGS_ENV, ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_command(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    model: Path | None = None,
+    max_upload_mb: float = 10,
+    max_pixels: int = 50_000_000,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+    request_timeout: float = 30.0,
+    max_queue: int = 64,
+    batch_size: int = 16,
+    batch_wait_ms: float = 5.0,
+    log_level: str = "info",
+) -> None:
+    """Serve the web page and the REST API until interrupted (blocks).
+
+    ``api_key`` falls back to $FD_API_KEY. The model is loaded before the port opens, so a bad bundle
+    fails here with its reason. Each of ``workers`` processes loads its own copy of the model.
+    """
+    import uvicorn
+
+    settings = ServerSettings.create(
+        host=host,
+        port=port,
+        workers=workers,
+        model=model,
+        max_upload_mb=max_upload_mb,
+        max_pixels=max_pixels,
+        api_key=api_key,
+        cors_origins=cors_origins,
+        request_timeout=request_timeout,
+        max_queue=max_queue,
+        batch_size=batch_size,
+        batch_wait_ms=batch_wait_ms,
+    )
+    if not is_loopback(host) and settings.api_key is None:
+        log.warning("listening on %s without an API key: anyone who can reach this port can use it", host)
+    target: FastAPI | str
+    if workers == 1:
+        target = create_app(settings, analyzer=load_analyzer(settings))
+    else:
+        from ..model import ModelBundle
+
+        ModelBundle.load(settings.model)  # fail fast on a bad bundle before starting workers
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        target = f"{__name__}:app_from_env"
+    uvicorn.run(
+        target,
+        factory=workers > 1,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level=log_level,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes: settings come from $FD_SERVER_SETTINGS."""
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise RuntimeError(f"${SETTINGS_ENV} is not set; start the server with `facial-demographics serve`")
+    return create_app(ServerSettings.from_json(text))
+
+
+@contextmanager
+def running_server(
+    app: FastAPI, host: str = "127.0.0.1", log_level: str = "warning", startup_timeout: float = 60.0
+) -> Iterator[str]:
+    """Run ``app`` on a free port of ``host`` in a background thread; yields the base URL, stops on exit."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, server_header=False, lifespan="on"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="fd-test-server", daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server stopped during startup (see the log above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server did not start within {startup_timeout} s")
+            time.sleep(0.02)
+        yield f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

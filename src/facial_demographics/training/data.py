@@ -1,0 +1,222 @@
+"""Training data from the aligned-face cache: split selection, label filters, class weights, batching and
+batch-level augmentation (kornia).
+
+Preprocessing contract (shared with export and inference): the model gets the aligned face at
+``input_size`` as float32 NCHW RGB in [0, 255]. Inference aligns directly to ``input_size`` with the cache's
+template and margin; here val/test faces are the S-sized cached crop resized to ``input_size`` with an
+antialiased bilinear resize - the same face region, so the two differ only by resampling noise. Training
+faces get the augmentation on the S-sized crop first and the same resize after.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..types import AGE_GROUPS
+from .config import AugmentConfig, RunConfig
+
+REQUIRED_COLUMNS = ("key", "age", "gender", "status")
+
+
+class DataError(ValueError):
+    """The cache or split file is missing, malformed or selects no usable faces."""
+
+
+@dataclass
+class FaceCache:
+    """An aligned-face cache: ``faces[i]`` is the uint8 (S, S, 3) RGB crop of ``index.iloc[i]``."""
+
+    path: Path
+    faces: np.ndarray
+    index: pd.DataFrame
+    meta: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        return int(self.faces.shape[1])
+
+
+def load_cache(path: str | Path) -> FaceCache:
+    """Open a cache directory (faces memory-mapped); raises DataError naming the missing or bad part."""
+    p = Path(path)
+    for name in ("faces.npy", "index.parquet", "meta.json"):
+        if not (p / name).is_file():
+            raise DataError(f"{p}: not an aligned-face cache ({name} missing); run 'facial-demographics data "
+                            "prepare' first or pass --cache")
+    faces = np.load(p / "faces.npy", mmap_mode="r")
+    if faces.ndim != 4 or faces.shape[3] != 3 or faces.shape[1] != faces.shape[2] or faces.dtype != np.uint8:
+        raise DataError(f"{p / 'faces.npy'}: expected uint8 (N, S, S, 3), got {faces.dtype} {faces.shape}")
+    index = pd.read_parquet(p / "index.parquet")
+    missing = [c for c in REQUIRED_COLUMNS if c not in index.columns]
+    if missing:
+        raise DataError(f"{p / 'index.parquet'}: missing columns {missing}")
+    if len(index) != len(faces):
+        raise DataError(f"{p}: index has {len(index)} rows but faces.npy has {len(faces)}")
+    meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
+    return FaceCache(p, faces, index.reset_index(drop=True), meta)
+
+
+def _hash_split(keys: pd.Series, seed: int) -> pd.Series:
+    """Deterministic 80/10/10 split by a hash of the key (used when a config has no split file)."""
+    u = keys.map(lambda k: zlib.crc32(f"{seed}:{k}".encode()) / 2**32)
+    return pd.Series(np.where(u < 0.8, "train", np.where(u < 0.9, "val", "test")), index=keys.index)
+
+
+def split_rows(cache: FaceCache, cfg: RunConfig, split: str) -> np.ndarray:
+    """Cache row numbers of one split after dropping unreadable faces and applying the label filters."""
+    idx = cache.index
+    usable = idx["status"] != "unreadable"
+    if cfg.data.split:
+        split_path = Path(cfg.data.split)
+        if not split_path.is_file():
+            raise DataError(f"{split_path}: split file not found (data.split or --split)")
+        table = pd.read_csv(split_path, dtype={"key": str, "split": str})
+        if not {"key", "split"} <= set(table.columns):
+            raise DataError(f"{split_path}: expected columns key,split")
+        assignment = idx["key"].astype(str).map(table.drop_duplicates("key").set_index("key")["split"])
+    else:
+        assignment = _hash_split(idx["key"].astype(str), cfg.train.seed)
+    mask = usable & (assignment == split)
+    age = idx["age"].astype(float)
+    gender = idx["gender"].astype(float)
+    if cfg.data.age_range is not None:
+        lo, hi = cfg.data.age_range
+        mask &= age.between(lo, hi)
+    # Keep faces with at least one label a loss uses; a missing label is masked out of its loss.
+    mask &= (age.notna() & (cfg.loss.age > 0)) | (gender.notna() & cfg.heads.gender)
+    rows = np.flatnonzero(mask.to_numpy())
+    if len(rows) == 0:
+        raise DataError(f"{cache.path}: no usable faces in split '{split}' (check the split file, its keys "
+                        "and data.age_range)")
+    return rows
+
+
+def age_buckets(ages: np.ndarray) -> np.ndarray:
+    """The seed report's 25-year buckets (age // 25, the last open-ended); -1 for unknown ages."""
+    out = np.full(len(ages), -1, dtype=np.int64)
+    ok = ~np.isnan(ages)
+    out[ok] = np.clip(ages[ok] // 25, 0, len(AGE_GROUPS) - 1).astype(np.int64)
+    return out
+
+
+def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
+    """Per-class weights n / (k * count_k) over the known labels (sklearn's "balanced"); 0 for absent classes."""
+    known = labels[labels >= 0]
+    counts = np.bincount(known, minlength=classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(classes)
+    weights[present] = len(known) / (present.sum() * counts[present])
+    return weights
+
+
+@dataclass
+class Labels:
+    age: Tensor  # float, NaN unknown
+    gender: Tensor  # long, -1 unknown
+    weight: Tensor  # per-sample age-loss weight
+
+
+class FaceBatches:
+    """Batches of (uint8 NHWC faces, labels) from cache rows; the order depends only on (seed, epoch)."""
+
+    def __init__(self, cache: FaceCache, rows: np.ndarray, batch_size: int, *, shuffle: bool,
+                 seed: int = 0, balanced: bool = False, limit_batches: int = 0,
+                 age_weights: np.ndarray | None = None):
+        self.cache, self.rows, self.batch_size = cache, rows, batch_size
+        self.shuffle, self.seed, self.balanced, self.limit_batches = shuffle, seed, balanced, limit_batches
+        idx = cache.index.iloc[rows]
+        self.ages = idx["age"].astype(float).to_numpy()
+        gender = idx["gender"].astype(float).to_numpy()
+        self.genders = np.where(np.isnan(gender), -1, np.nan_to_num(gender)).astype(np.int64)
+        self.buckets = age_buckets(self.ages)
+        self.sample_weight = np.ones(len(rows))
+        if age_weights is not None:
+            self.sample_weight = np.where(self.buckets >= 0, age_weights[np.maximum(self.buckets, 0)], 0.0)
+
+    def __len__(self) -> int:
+        n = -(-len(self.rows) // self.batch_size)
+        return min(n, self.limit_batches) if self.limit_batches else n
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.rows))
+        g = np.random.default_rng([self.seed, epoch])
+        if self.balanced:
+            w = balanced_weights(self.buckets, len(AGE_GROUPS))[np.maximum(self.buckets, 0)]
+            w = np.where(self.buckets >= 0, w, w[self.buckets >= 0].mean() if (self.buckets >= 0).any() else 1)
+            return g.choice(len(self.rows), size=len(self.rows), replace=True, p=w / w.sum())
+        return g.permutation(len(self.rows))
+
+    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Labels]]:
+        order = self.order(epoch)
+        for b in range(len(self)):
+            pos = order[b * self.batch_size:(b + 1) * self.batch_size]
+            rows = self.rows[pos]
+            sort = np.argsort(rows, kind="stable")  # ascending reads from the memory map
+            faces = np.empty((len(rows),) + self.cache.faces.shape[1:], dtype=np.uint8)
+            faces[sort] = self.cache.faces[rows[sort]]
+            yield torch.from_numpy(faces), Labels(
+                torch.from_numpy(self.ages[pos]).float(),
+                torch.from_numpy(self.genders[pos]),
+                torch.from_numpy(self.sample_weight[pos]).float(),
+            )
+
+
+def to_input(faces: Tensor, size: int, channels_last: bool = False) -> Tensor:
+    """uint8 NHWC faces -> float32 NCHW in [0, 255] at ``size`` (antialiased bilinear); the eval path."""
+    return to_input_float(faces.permute(0, 3, 1, 2).float(), size, channels_last)
+
+
+class Augment(nn.Module):
+    """Train-time augmentation on a float [0, 255] NCHW batch (before the resize to the input size)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        super().__init__()
+        import kornia.augmentation as K
+
+        ops: list[nn.Module] = []
+        if cfg.hflip > 0:
+            ops.append(K.RandomHorizontalFlip(p=cfg.hflip))
+        if cfg.rotation > 0 or cfg.translate > 0 or tuple(cfg.scale) != (1.0, 1.0):
+            ops.append(K.RandomAffine(
+                degrees=cfg.rotation,
+                translate=(cfg.translate, cfg.translate) if cfg.translate > 0 else None,
+                scale=(cfg.scale[0], cfg.scale[1]) if tuple(cfg.scale) != (1.0, 1.0) else None,
+                padding_mode="reflection", p=1.0,
+            ))
+        jitter = {name: (lo, hi) for name, (lo, hi) in
+                  (("brightness", cfg.brightness), ("contrast", cfg.contrast), ("saturation", cfg.saturation))
+                  if (lo, hi) != (1.0, 1.0)}
+        if jitter:
+            ops.append(K.ColorJitter(**jitter, p=1.0))  # multiplicative factors, torchvision semantics
+        self.ops = nn.Sequential(*ops) if cfg.enabled else nn.Sequential()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if len(self.ops) == 0:
+            return x
+        return self.ops(x / 255.0) * 255.0
+
+
+def train_input(faces: Tensor, augment: Augment, size: int, channels_last: bool) -> Tensor:
+    """uint8 NHWC -> augmented float32 NCHW [0, 255] at ``size``."""
+    with torch.no_grad():
+        x = augment(faces.permute(0, 3, 1, 2).float())
+    return to_input_float(x, size, channels_last)
+
+
+def to_input_float(x: Tensor, size: int, channels_last: bool) -> Tensor:
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = x.clamp(0, 255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()

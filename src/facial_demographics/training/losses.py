@@ -1,0 +1,102 @@
+"""Losses for each age head type plus the gender head, combined with the config's multi-task weights.
+
+Unknown labels (NaN age, gender -1) are masked out of their term, so faces with one label still train
+the other head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import LossConfig
+from .data import Labels
+from .models import BUCKET_AGES, HeadSpec
+
+
+@dataclass
+class LossParts:
+    total: Tensor
+    age: Tensor
+    gender: Tensor
+
+
+def gaussian_targets(ages: Tensor, outputs: int, sigma: float) -> Tensor:
+    """Label distributions: a normalised Gaussian over ages 0..outputs-1 centred on each (clipped) age."""
+    grid = torch.arange(outputs, dtype=torch.float32, device=ages.device)
+    centre = ages.clamp(0, outputs - 1)[:, None]
+    t = torch.exp(-0.5 * ((grid[None, :] - centre) / sigma) ** 2)
+    return t / t.sum(1, keepdim=True)
+
+
+def expected_age(logits: Tensor, spec: HeadSpec) -> Tensor:
+    """Point age estimate from the age head's raw outputs."""
+    if spec.age_type == "regression":
+        return logits[:, 0]
+    if spec.age_type == "buckets5":
+        return torch.tensor(BUCKET_AGES, device=logits.device)[logits.argmax(1)]
+    grid = torch.arange(logits.shape[1], dtype=logits.dtype, device=logits.device)
+    return (logits.softmax(1) * grid).sum(1)
+
+
+def _weighted_mean(per_sample: Tensor, weight: Tensor) -> Tensor:
+    total = weight.sum()
+    return (per_sample * weight).sum() / total.clamp_min(1e-12)
+
+
+def age_loss(logits: Tensor, ages: Tensor, weight: Tensor, spec: HeadSpec, cfg: LossConfig,
+             bucket_weights: Tensor | None = None) -> Tensor:
+    known = ~torch.isnan(ages)
+    if not known.any():
+        return logits.sum() * 0.0
+    logits, ages, weight = logits[known], ages[known], weight[known]
+    if spec.age_type == "regression":
+        return _weighted_mean((logits[:, 0] - ages).abs(), weight)  # MAE, the report's loss
+    if spec.age_type == "buckets5":
+        buckets = (ages // 25).clamp(0, 4).long()
+        # With class weights this is sum(w[y] * CE) / sum(w[y]), i.e. Keras' class_weight up to a constant.
+        return F.cross_entropy(logits, buckets, weight=bucket_weights, label_smoothing=cfg.label_smoothing)
+    log_p = logits.log_softmax(1)
+    outputs = logits.shape[1]
+    if spec.age_type == "distribution":
+        target = gaussian_targets(ages, outputs, cfg.sigma)
+        per = (target * (target.clamp_min(1e-12).log() - log_p)).sum(1)  # KL(target || p)
+    else:  # mean_variance (Pan et al., 2018): CE on the rounded age + mean and variance penalties
+        per = F.nll_loss(log_p, ages.round().clamp(0, outputs - 1).long(), reduction="none")
+        p = log_p.exp()
+        grid = torch.arange(outputs, dtype=p.dtype, device=p.device)
+        mean = (p * grid).sum(1)
+        var = (p * (grid[None, :] - mean[:, None]) ** 2).sum(1)
+        per = per + cfg.mean_weight * 0.5 * (mean - ages) ** 2 + cfg.variance_weight * var
+    if cfg.expectation_l1 > 0:
+        grid = torch.arange(outputs, dtype=log_p.dtype, device=log_p.device)
+        per = per + cfg.expectation_l1 * ((log_p.exp() * grid).sum(1) - ages).abs()
+    return _weighted_mean(per, weight)
+
+
+def gender_loss(logits: Tensor | None, genders: Tensor, cfg: LossConfig,
+                class_weights: Tensor | None = None) -> Tensor:
+    if logits is None:
+        return torch.zeros(())
+    known = genders >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[known], genders[known], weight=class_weights,
+                           label_smoothing=cfg.label_smoothing)
+
+
+class MultiTaskLoss:
+    """Weighted sum of the age and gender terms for one head configuration."""
+
+    def __init__(self, spec: HeadSpec, cfg: LossConfig, bucket_weights: Tensor | None = None,
+                 gender_weights: Tensor | None = None):
+        self.spec, self.cfg = spec, cfg
+        self.bucket_weights, self.gender_weights = bucket_weights, gender_weights
+
+    def __call__(self, age_logits: Tensor, gender_logits: Tensor | None, labels: Labels) -> LossParts:
+        a = age_loss(age_logits, labels.age, labels.weight, self.spec, self.cfg, self.bucket_weights)
+        g = gender_loss(gender_logits, labels.gender, self.cfg, self.gender_weights)
+        return LossParts(self.cfg.age * a + self.cfg.gender * g, a, g)

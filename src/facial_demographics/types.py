@@ -1,0 +1,99 @@
+"""Typed results shared by every stage: plain dataclasses, JSON-ready through ``to_dict``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: The seed report's five 25-year age buckets (age // 25, the last open-ended).
+AGE_GROUPS: tuple[str, ...] = ("0-24", "25-49", "50-74", "75-99", "100+")
+
+
+def age_group(age: float) -> str:
+    """Bucket an age into the seed report's five classes."""
+    return AGE_GROUPS[min(max(int(age // 25), 0), len(AGE_GROUPS) - 1)]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected face in original image coordinates.
+
+    ``landmarks`` is a (5, 2) float array: right eye, left eye (as seen in the
+    image: the one with the smaller x first), nose, right mouth corner, left mouth corner.
+    """
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """A face warped onto the canonical template, ready for the model."""
+
+    image: np.ndarray  # (size, size, 3) uint8 RGB
+    detection: Detection
+    matrix: np.ndarray  # 2x3 affine from the source image to the aligned crop
+    fallback: bool = False  # True when no face was found and the whole image was used
+
+
+@dataclass(frozen=True)
+class Face:
+    """One analysed face: where it is and what the model says about it."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: list[tuple[float, float]]
+    age: float
+    age_interval: tuple[float, float]
+    age_group: str
+    gender: str | None  # None when the model has no gender head
+    gender_probability: float | None
+    fallback: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "age": round(float(self.age), 2),
+            "age_interval": [round(float(v), 2) for v in self.age_interval],
+            "age_group": self.age_group,
+            "gender": self.gender,
+            "gender_probability": None if self.gender_probability is None
+            else round(float(self.gender_probability), 4),
+        }
+
+
+@dataclass
+class ImageResult:
+    """Everything found in one input image; ``error`` is set (and ``faces`` empty) when it failed."""
+
+    path: str | None
+    width: int | None = None
+    height: int | None = None
+    faces: list[Face] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "faces": [f.to_dict() for f in self.faces],
+            "error": self.error,
+        }

@@ -1,0 +1,88 @@
+"""The Python API end to end on real images (untrained model: structure, not accuracy)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facial_demographics import FaceAnalyzer
+from facial_demographics.imaging import encode_jpeg
+from facial_demographics.types import AGE_GROUPS
+
+
+@pytest.fixture(scope="module")
+def analyzer(tiny_bundle: Path) -> FaceAnalyzer:
+    return FaceAnalyzer(tiny_bundle, batch_size=4)
+
+
+def test_astronaut(analyzer: FaceAnalyzer, astronaut: np.ndarray) -> None:
+    result = analyzer.analyze(astronaut, name="astronaut")
+    assert result.ok and result.path == "astronaut"
+    assert (result.width, result.height) == (512, 512)
+    (face,) = result.faces
+    assert face.age_interval[0] <= face.age <= face.age_interval[1]
+    assert face.age_group in AGE_GROUPS
+    assert face.gender in ("female", "male")
+    assert 0.5 <= (face.gender_probability or 0) <= 1.0
+    record = result.to_dict()
+    assert set(record) == {"path", "width", "height", "faces", "error"}
+    assert set(record["faces"][0]) == {"box", "score", "landmarks", "age", "age_interval", "age_group",
+                                       "gender", "gender_probability"}
+
+
+def test_batch_goes_on_past_bad_items(analyzer: FaceAnalyzer, astronaut: np.ndarray, tmp_path: Path) -> None:
+    good = tmp_path / "a.jpg"
+    good.write_bytes(encode_jpeg(astronaut))
+    (tmp_path / "text.jpg").write_text("not an image")
+    sources = [str(good), str(tmp_path / "text.jpg"), str(tmp_path / "missing.png"), astronaut,
+               np.zeros((50, 50, 3), np.uint8)] * 3
+    results = analyzer.analyze_batch(sources)
+    assert len(results) == len(sources)
+    assert [len(r.faces) for r in results[:5]] == [1, 0, 0, 1, 0]
+    assert "not an image" in (results[1].error or "")
+    assert results[2].error and results[4].error is None
+    # Same image, same answer regardless of batch position.
+    assert results[0].faces[0].age == pytest.approx(results[5].faces[0].age, abs=1e-4)
+
+
+def test_batched_equals_single(tiny_bundle: Path, astronaut: np.ndarray) -> None:
+    single = FaceAnalyzer(tiny_bundle, batch_size=1).analyze(astronaut).faces[0]
+    batched = FaceAnalyzer(tiny_bundle, batch_size=64).analyze_batch([astronaut] * 5)[3].faces[0]
+    assert single.age == pytest.approx(batched.age, abs=1e-4)
+
+
+def test_cropped_mode_yields_one_face(tiny_bundle: Path, astronaut: np.ndarray) -> None:
+    analyzer = FaceAnalyzer(tiny_bundle, cropped=True)
+    noise = np.random.default_rng(0).integers(0, 256, (120, 100, 3), dtype=np.uint8)
+    results = analyzer.analyze_batch([astronaut[40:200, 150:300], noise])
+    assert [len(r.faces) for r in results] == [1, 1]
+    assert not results[0].faces[0].fallback and results[1].faces[0].fallback
+
+
+def test_thread_safe(analyzer: FaceAnalyzer, astronaut: np.ndarray) -> None:
+    expected = analyzer.analyze(astronaut).faces[0].age
+    ages: list[float] = []
+
+    def work() -> None:
+        for _ in range(3):
+            ages.append(analyzer.analyze(astronaut).faces[0].age)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ages) == 12 and all(a == pytest.approx(expected, abs=1e-4) for a in ages)
+
+
+def test_import_does_not_load_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, facial_demographics, facial_demographics.pipeline, facial_demographics.cli; " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
