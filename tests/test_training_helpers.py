@@ -26,7 +26,8 @@ def make_cache(root: Path, n: int = 48, size: int = 64, seed: int = 0, *, unread
     yy, xx = np.mgrid[0:size, 0:size] / size
     for i in range(n):
         base = 40 + 1.8 * ages[i] + 20 * np.sin(6 * xx + i) * np.cos(5 * yy)
-        img = np.stack([base + (40 if genders[i] == 1 else 0), base, base + (40 if genders[i] == 0 else 0)], -1)
+        red, blue = (40, 0) if genders[i] == 1 else (0, 40)
+        img = np.stack([base + red, base, base + blue], -1)
         faces[i] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
     status = np.array(["ok"] * n, dtype=object)
     status[:unreadable] = "unreadable"

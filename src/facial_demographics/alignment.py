@@ -134,7 +134,7 @@ def best_face(detections: list[Detection], width: int, height: int) -> Detection
 
     def rank(d: Detection) -> float:
         box_centre = np.array([(d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2])
-        offset = np.linalg.norm(box_centre - centre) / max(width, height)
+        offset = float(np.linalg.norm(box_centre - centre)) / max(width, height)
         return d.score * d.width * d.height * (1.0 - min(offset, 0.9))
 
     return max(detections, key=rank)

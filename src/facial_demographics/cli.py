@@ -7,6 +7,7 @@ import glob
 import io
 import json
 import sys
+import time
 from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
@@ -250,14 +251,17 @@ def data_prepare(
         err.print(f"[yellow]rejected {rej.item}: {rej.reason}[/yellow]")
     target = out or Path("cache") / f"{dataset.name.split('.')[0]}-{size}"
     cfg = AlignmentConfig(size=size, margin=margin, template=template)
+    started = time.perf_counter()
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err) as progress:
         task = progress.add_task("Aligning faces", total=len(read.records))
         cache = prepare_cache(read.records, target, cfg, workers=workers, dataset=str(dataset),
                               progress=lambda n: progress.advance(task, n))
     counts = cache.meta["status_counts"]
+    elapsed = time.perf_counter() - started
     typer.echo(f"{dataset}: {read.seen} items seen = {len(read.records)} records + {len(read.rejected)} rejected")
     typer.echo(f"cache {target}: {len(cache.index)} faces " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    typer.echo(f"{elapsed:.0f} s, {len(read.records) / max(elapsed, 1e-9):.0f} images/s (resumed work not counted)")
     for _, row in cache.index[cache.index["status"] == "unreadable"].iterrows():
         err.print(f"[yellow]unreadable {row['path']}: {row['error']}[/yellow]")
 
@@ -317,5 +321,109 @@ def evaluate(
     try:
         evaluate_command(dataset, model, split, split_file, cropped, out, limit, fmt, compare, console=err)
     except (FileNotFoundError, ValueError) as exc:  # bad dataset, split file or bundle (BundleError)
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind; other than loopback exposes the server.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (each loads the model).")] = 1,
+    model: ModelOption = None,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, in MB.")] = 10,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Largest image, in pixels.")] = 50_000_000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="FD_API_KEY", help="Require this key (X-API-Key or Bearer) on /v1/*.")
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="Allow this browser origin (repeatable); off by default."),
+    ] = None,
+    request_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds for an upload, and for its analysis.")
+    ] = 30.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="Images waiting for the model before 503.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch across requests.")] = 16,
+) -> None:
+    """Serve the web page (/) and the REST API (/v1/analyze, /v1/model, /healthz, /docs)."""
+    try:
+        from .server import serve_command
+    except ImportError as exc:
+        err.print(
+            f"[red]The server needs the 'serve' extra: pip install 'facial-demographics[serve]' ({exc})[/red]"
+        )
+        raise typer.Exit(2) from exc
+    from .model import BundleError
+
+    try:
+        serve_command(
+            host=host,
+            port=port,
+            workers=workers,
+            model=model,
+            max_upload_mb=max_upload_mb,
+            max_pixels=max_pixels,
+            api_key=api_key,
+            cors_origins=cors_origin,
+            request_timeout=request_timeout,
+            max_queue=max_queue,
+            batch_size=batch_size,
+        )
+    except (BundleError, ValueError) as exc:
+        err.print(f"[red]Cannot start the server: {exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _need_training_extra() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        err.print("[red]Training needs the 'train' extra: pip install torch==2.13.0 "
+                  "'facial-demographics[train]'[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Run config (TOML path, or a packaged name: default, seed, seed_wiki, tiny).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue from a last.pt checkpoint.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Override the initial learning rate.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the number of epochs.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Override the aligned-face cache.")] = None,
+    split: Annotated[Path | None, typer.Option("--split", help="Override the split CSV.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")] = None,
+) -> None:
+    """Train a model from a TOML config: checkpoints every epoch, metrics CSV/JSON, learning curves."""
+    _need_training_extra()
+    from .training import train_command
+
+    try:
+        train_command(config, resume=resume, lr=lr, epochs=epochs, out=out, cache=cache, split=split,
+                      max_steps=max_steps)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def export(
+    ckpt: Annotated[Path, typer.Argument(help="A training checkpoint (best.pt or last.pt).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Aligned-face cache whose real faces are used for the torch/ONNX parity check.")] = None,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
+) -> None:
+    """Export a checkpoint to an ONNX model bundle and check it against torch on real faces."""
+    _need_training_extra()
+    from .training import export_command
+
+    try:
+        export_command(ckpt, out, cache=cache, opset=opset)
+    except (FileNotFoundError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

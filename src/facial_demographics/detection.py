@@ -66,6 +66,8 @@ def _session_options(threads: int | None):  # type: ignore[no-untyped-def]
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
+    # Spinning threads burn a core between calls, which starves the other stages and the thread pool.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
     return opts

@@ -203,6 +203,7 @@ class AgeGenderModel:
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
                     opts.inter_op_num_threads = 1
+                    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     if self.threads:
                         opts.intra_op_num_threads = self.threads
                     self._session = ort.InferenceSession(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -70,17 +70,19 @@ class FaceAnalyzer:
             model, threads=threads, interval=interval
         )
         self.alignment = self.model.bundle.alignment
+        self.io_workers = io_workers or (os.cpu_count() or 1)
         if isinstance(detector, FaceDetector):
             self.detector = detector
         else:
-            cfg = detector or DetectorConfig(threads=threads)
+            # Images are detected in parallel by the thread pool, so each detection uses one thread
+            # unless told otherwise (more would oversubscribe the cores).
+            cfg = detector or DetectorConfig(threads=threads or (1 if self.io_workers > 1 else None))
             if cropped:  # we know a face is there: accept weaker detections before falling back
                 cfg = DetectorConfig(**{**cfg.__dict__, "score_threshold": self.alignment.single_score_threshold})
             self.detector = FaceDetector(cfg)
         self.cropped = cropped
         self.batch_size = batch_size
         self.max_pixels = max_pixels
-        self.io_workers = io_workers or min(4, os.cpu_count() or 1)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -144,7 +146,7 @@ class FaceAnalyzer:
         window = max(self.batch_size, 8)
         counter = 0
         with ThreadPoolExecutor(self.io_workers) as pool:
-            pending = []
+            pending: list[Future[_Staged]] = []
             while True:
                 chunk = list(islice(items, window))
                 if not chunk and not pending:

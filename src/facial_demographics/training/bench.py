@@ -25,7 +25,7 @@ class Throughput:
 
 
 def measure(cfg: RunConfig, steps: int = 6, faces: np.ndarray | None = None) -> Throughput:
-    """Time ``steps`` optimiser steps (after one warm-up) and as many eval batches, on random or given faces."""
+    """Time ``steps`` optimiser steps (after a warm-up) and as many eval batches, on random or given faces."""
     torch.set_num_threads(cfg.train.threads)
     size, bs = cfg.data.input_size, cfg.train.batch_size
     if faces is None:
@@ -33,7 +33,7 @@ def measure(cfg: RunConfig, steps: int = 6, faces: np.ndarray | None = None) -> 
     batch = torch.from_numpy(np.ascontiguousarray(faces[:bs]))
     model = build_model(cfg, pretrained=False)
     if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = make_optimizer(model, cfg, cfg.optim.lr)
     augment = Augment(cfg.augment)
     model.train()

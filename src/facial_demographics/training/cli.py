@@ -18,7 +18,8 @@ def _resolve(config: Path | None, resume: Path | None) -> RunConfig:
 
 def train_command(config: Path | None, resume: Path | None = None, lr: float | None = None,
                   epochs: int | None = None, out: Path | None = None, cache: Path | None = None,
-                  split: Path | None = None, max_steps: int | None = None, progress: bool = True) -> TrainResult:
+                  split: Path | None = None, max_steps: int | None = None,
+                  progress: bool = True) -> TrainResult:
     """Train a run described by a TOML config; CLI values override the config's.
 
     Without ``out`` the run goes to ``runs/<config name>`` (or, when resuming, the checkpoint's run dir).

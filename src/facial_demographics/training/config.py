@@ -310,7 +310,7 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A config path as given, else a packaged config by file name or stem (``default``, ``configs/seed.toml``)."""
+    """A config path as given, else a packaged config by name (``default``, ``configs/seed.toml``)."""
     p = Path(path)
     if p.is_file():
         return p

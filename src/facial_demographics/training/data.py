@@ -111,7 +111,7 @@ def age_buckets(ages: np.ndarray) -> np.ndarray:
 
 
 def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
-    """Per-class weights n / (k * count_k) over the known labels (sklearn's "balanced"); 0 for absent classes."""
+    """Per-class weights n / (k * count_k) over the known labels (sklearn's "balanced"); 0 if absent."""
     known = labels[labels >= 0]
     counts = np.bincount(known, minlength=classes).astype(np.float64)
     present = counts > 0
@@ -153,8 +153,9 @@ class FaceBatches:
             return np.arange(len(self.rows))
         g = np.random.default_rng([self.seed, epoch])
         if self.balanced:
+            known = self.buckets >= 0
             w = balanced_weights(self.buckets, len(AGE_GROUPS))[np.maximum(self.buckets, 0)]
-            w = np.where(self.buckets >= 0, w, w[self.buckets >= 0].mean() if (self.buckets >= 0).any() else 1)
+            w = np.where(known, w, w[known].mean() if known.any() else 1.0)  # unknown ages: average weight
             return g.choice(len(self.rows), size=len(self.rows), replace=True, p=w / w.sum())
         return g.permutation(len(self.rows))
 
@@ -195,11 +196,10 @@ class Augment(nn.Module):
                 scale=(cfg.scale[0], cfg.scale[1]) if tuple(cfg.scale) != (1.0, 1.0) else None,
                 padding_mode="reflection", p=1.0,
             ))
-        jitter = {name: (lo, hi) for name, (lo, hi) in
-                  (("brightness", cfg.brightness), ("contrast", cfg.contrast), ("saturation", cfg.saturation))
-                  if (lo, hi) != (1.0, 1.0)}
-        if jitter:
-            ops.append(K.ColorJitter(**jitter, p=1.0))  # multiplicative factors, torchvision semantics
+        b, c, s = list(cfg.brightness), list(cfg.contrast), list(cfg.saturation)
+        if any(r != [1.0, 1.0] for r in (b, c, s)):
+            # Multiplicative factor ranges (torchvision semantics); (1, 1) leaves that property alone.
+            ops.append(K.ColorJitter(brightness=b, contrast=c, saturation=s, p=1.0))
         self.ops = nn.Sequential(*ops) if cfg.enabled else nn.Sequential()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,8 @@ def age_head_manifest(spec: HeadSpec, residuals: np.ndarray | None) -> dict[str,
     return {"output": "age_logits", "type": "distribution", "values": spec.age_values}
 
 
-def _val_residuals(cfg: RunConfig, model: AgeGenderNet, spec: HeadSpec, cache: Path | None) -> np.ndarray | None:
+def _val_residuals(cfg: RunConfig, model: AgeGenderNet, spec: HeadSpec,
+                   cache: Path | None) -> np.ndarray | None:
     if spec.age_type != "regression" or cache is None:
         return None
     c = load_cache(cache)
@@ -160,9 +162,12 @@ def onnx_parity(onnx_path: Path, wrapper: ExportWrapper, inputs: np.ndarray) -> 
 def write_onnx(wrapper: ExportWrapper, size: int, path: Path, opset: int) -> None:
     names = ["age_logits", "gender_logits"][: 2 if wrapper.model.gender_head is not None else 1]
     dummy = torch.zeros(2, 3, size, size)
-    torch.onnx.export(wrapper, (dummy,), str(path), input_names=["input"], output_names=names,
-                      dynamic_axes={n: {0: "batch"} for n in ["input", *names]}, opset_version=opset,
-                      dynamo=False)
+    # The TorchScript exporter (dynamo=False) needs no onnxscript and handles this plain CNN exactly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(wrapper, (dummy,), str(path), input_names=["input"], output_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in ["input", *names]}, opset_version=opset,
+                          dynamo=False)
 
 
 def export_bundle(ckpt_path: Path, out: Path, cache: Path | None = None, opset: int = 17,
@@ -196,6 +201,7 @@ def _write_bundle(out: Path, onnx_path: Path, manifest: dict[str, Any]) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(onnx_path, out / "model.onnx")
         digest = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
-        (out / "manifest.json").write_text(json.dumps({**manifest, "sha256": {"model.onnx": digest}}, indent=2))
+        stamped = {**manifest, "sha256": {"model.onnx": digest}}
+        (out / "manifest.json").write_text(json.dumps(stamped, indent=2))
         return out
     return Path(write_bundle(out, onnx_path, manifest))

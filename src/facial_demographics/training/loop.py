@@ -67,7 +67,7 @@ class TrainResult:
     run_dir: Path
     best_checkpoint: Path
     last_checkpoint: Path
-    best: dict[str, float]
+    best: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     images_per_s: float = 0.0
 
@@ -230,7 +230,8 @@ def plot_curves(history: list[dict[str, Any]], run_dir: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(x, df["val_mae"], marker="o", color="C3")
     axes[0].set(xlabel="epoch (all rounds)", ylabel="years", title="Val age MAE")
-    for col, label in (("val_cs5", "CS@5"), ("val_bucket_acc", "5-bucket acc"), ("val_gender_acc", "gender acc")):
+    curves = (("val_cs5", "CS@5"), ("val_bucket_acc", "5-bucket acc"), ("val_gender_acc", "gender acc"))
+    for col, label in curves:
         if df[col].notna().any():
             axes[1].plot(x, df[col], marker="o", label=label)
     axes[1].set(xlabel="epoch (all rounds)", ylabel="fraction", title="Val accuracy", ylim=(0, 1))
@@ -293,8 +294,8 @@ def _setup_data(cfg: RunConfig, log: Log) -> _Setup:
             age_w = w
         if cfg.heads.gender:
             g = idx["gender"].astype(float).to_numpy()
-            gender_w = torch.tensor(balanced_weights(np.where(np.isnan(g), -1, np.nan_to_num(g)).astype(int), 2),
-                                    dtype=torch.float32)
+            g_labels = np.where(np.isnan(g), -1, np.nan_to_num(g)).astype(int)
+            gender_w = torch.tensor(balanced_weights(g_labels, 2), dtype=torch.float32)
         log(f"class weights: age buckets {np.round(w, 3).tolist()}"
             + (f", gender {np.round(gender_w.numpy(), 3).tolist()}" if gender_w is not None else ""))
     train = FaceBatches(cache, train_rows, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
@@ -371,10 +372,17 @@ def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path,
     if fresh:
         seed_everything(cfg.train.seed + r)
     model = build_model(cfg, pretrained=fresh)
+    if fresh and spec.age_type == "regression":
+        # Start the regressor at the median age: with an L1 loss a zero bias would take thousands of
+        # steps to travel to adult ages.
+        with torch.no_grad():
+            last = model.age_head[-1]
+            assert isinstance(last, nn.Linear)
+            last.bias.fill_(float(np.nanmedian(setup.train.ages)))
     if init is not None:
         model.load_state_dict(init["ema_model"] if init.get("ema_model") else init["model"])
     memory = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory)
+    model = model.to(memory_format=memory)  # type: ignore[call-overload]
     steps_per_epoch = len(setup.train)
     total_steps = epochs * steps_per_epoch
     if max_steps is not None:
@@ -475,9 +483,8 @@ def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path,
             on_epoch_end(EpochState(rnd.name, epoch + 1, global_step, row, run_dir))
     if not best_path.exists() and last_path.exists():
         atomic_copy(last_path, best_path)
-    return TrainResult(run_dir, best_path, last_path,
-                       {"metric": select, "value": best if best is not None else math.nan, "epoch": best_epoch},
-                       history, images_per_s)
+    best_info = {"metric": select, "value": best if best is not None else math.nan, "epoch": best_epoch}
+    return TrainResult(run_dir, best_path, last_path, best_info, history, images_per_s)
 
 
 def config_of(checkpoint: dict[str, Any]) -> RunConfig:

@@ -44,7 +44,9 @@ class MBConvBlock(nn.Module):
         if self.has_expand:
             self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
             self._bn0 = _bn(mid)
-        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, padding=kernel // 2, groups=mid, bias=False)
+        # Symmetric k//2 padding (not TF "same"): the packaged weights still give ImageNet top-1 (tested).
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, padding=kernel // 2, groups=mid,
+                                         bias=False)
         self._bn1 = _bn(mid)
         self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
         self._bn2 = _bn(cout)
@@ -161,6 +163,9 @@ class SeedTrunk(nn.Module):
 
 class Normalize(nn.Module):
     """(x - mean) / std on [0, 255] RGB input, inside the graph so the export takes raw pixels."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, mean: float, std: float):
         super().__init__()

@@ -1,0 +1,165 @@
+"""The training loop on a small synthetic cache: loss goes down, metrics/curves/checkpoints are written,
+a run stopped after an epoch resumes exactly where an uninterrupted run would be, rounds chain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_training_helpers import make_cache
+
+from facial_demographics.training.config import RunConfig, config_from_dict, load_config
+from facial_demographics.training.data import DataError, FaceBatches, load_cache, split_rows
+from facial_demographics.training.loop import EpochState, StopTraining, load_checkpoint, train
+
+torch.set_num_threads(2)
+
+
+def _tiny(cache: Path, split: Path, **changes: Any) -> RunConfig:
+    raw = load_config("tiny").to_dict()
+    raw["data"].update(cache=str(cache), split=str(split), input_size=32, limit_batches=3, limit_val=0)
+    raw["train"].update(batch_size=8, eval_batch_size=16)
+    for section, values in changes.items():
+        raw[section].update(values)
+    return config_from_dict(raw)
+
+
+def _small_seed(cache: Path, split: Path, **changes: Any) -> RunConfig:
+    """A seed_cnn a few thousand parameters big: the loop's behaviour at a fraction of the time."""
+    cfg = _tiny(cache, split, model={"name": "seed_cnn", "channels": [4, 8], "hidden": 8}, **changes)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_cache(tmp_path_factory.mktemp("cache"), n=48, size=32)
+
+
+def test_split_rows_skip_unreadable_and_filter_ages(cache: tuple[Path, Path]) -> None:
+    c = load_cache(cache[0])
+    cfg = _tiny(*cache)
+    train_rows = split_rows(c, cfg, "train")
+    assert 0 not in train_rows  # row 0 is unreadable
+    val_rows = split_rows(c, cfg, "val")
+    assert not set(train_rows) & set(val_rows)
+    filtered = split_rows(c, _tiny(*cache, data={"age_range": [21.0, 75.0]}), "train")
+    ages = c.index["age"].to_numpy()[filtered]
+    assert len(filtered) < len(train_rows) and ages.min() >= 21 and ages.max() <= 75
+    with pytest.raises(DataError, match="split file not found"):
+        split_rows(c, _tiny(cache[0], cache[1].with_name("nope.csv")), "train")
+    with pytest.raises(DataError, match="faces.npy missing"):
+        load_cache(cache[0].parent / "elsewhere")
+
+
+def test_batches_are_reproducible_and_balanced_sampler_evens_buckets(cache: tuple[Path, Path]) -> None:
+    c = load_cache(cache[0])
+    rows = split_rows(c, _tiny(*cache), "train")
+    b = FaceBatches(c, rows, 8, shuffle=True, seed=3)
+    first = [labels.age.tolist() for _, labels in b.epoch(0)]
+    assert first == [labels.age.tolist() for _, labels in b.epoch(0)]
+    assert first != [labels.age.tolist() for _, labels in b.epoch(1)]
+    faces, labels = next(iter(b.epoch(0)))
+    expected = np.stack([c.faces[r] for r in rows[b.order(0)[:8]]])
+    assert np.array_equal(faces.numpy(), expected)  # faces stay aligned with their labels
+    balanced = FaceBatches(c, rows, 8, shuffle=True, seed=3, balanced=True)
+    draws = np.concatenate([balanced.buckets[balanced.order(e)] for e in range(40)])
+    shares = np.bincount(draws[draws >= 0]) / (draws >= 0).sum()
+    present = shares[shares > 0]
+    assert present.max() - present.min() < 0.1  # roughly equal share for each present bucket
+
+
+def test_tiny_config_trains_and_loss_goes_down(cache: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg = _tiny(*cache, train={"epochs": 5}, augment={"enabled": False}, optim={"lr": 0.003})
+    result = train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 5 and losses[-1] < losses[0]
+    for name in ("metrics.csv", "metrics.json", "loss.png", "metrics.png", "last.pt", "best.pt",
+                 "config.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    table = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert list(table["epoch"]) == [1, 2, 3, 4, 5]
+    for col in ("val_mae", "val_cs5", "val_bucket_acc", "val_gender_acc", "images_per_s"):
+        assert table[col].notna().all(), col
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())[-1]["global_step"] == 15
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["best"]["value"] == pytest.approx(table["val_mae"].min())
+
+
+def test_stopped_run_resumes_like_an_uninterrupted_one(cache: tuple[Path, Path], tmp_path: Path) -> None:
+    cfg = _small_seed(*cache, train={"epochs": 4})  # EMA and flip TTA on, as in tiny.toml
+    assert cfg.train.ema and cfg.augment.enabled
+    full = train(cfg, tmp_path / "full", progress=False, log=lambda _: None)
+
+    def crash_after_two(state: EpochState) -> None:
+        if state.epoch == 2:
+            raise StopTraining
+
+    with pytest.raises(StopTraining):
+        train(cfg, tmp_path / "cut", on_epoch_end=crash_after_two, progress=False, log=lambda _: None)
+    mid = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert (mid["epoch"], mid["global_step"]) == (2, 6)
+    resumed = train(cfg, tmp_path / "cut", resume=tmp_path / "cut" / "last.pt", progress=False,
+                    log=lambda _: None)
+    a, b = load_checkpoint(full.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
+    assert a["global_step"] == b["global_step"] == 12
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    assert [h["lr"] for h in full.history] == [h["lr"] for h in resumed.history]
+    assert [h["global_step"] for h in resumed.history] == [3, 6, 9, 12]
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6)
+
+
+def test_two_rounds_from_one_command(cache: tuple[Path, Path], tmp_path: Path) -> None:
+    raw = _small_seed(*cache, train={"epochs": 2, "ema": False}).to_dict()
+    raw["schedule"] = {"name": "step", "step_epochs": 1, "gamma": 0.5}
+    raw["rounds"] = [{"name": "round1"}, {"name": "round2", "lr": 0.001, "init_from": "last"}]
+    cfg = config_from_dict({**raw, "rounds": raw["rounds"]})
+    result = train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    assert [h["round"] for h in result.history] == ["round1"] * 2 + ["round2"] * 2
+    r2 = load_checkpoint(tmp_path / "run" / "round2" / "last.pt")
+    # Round 2 starts fresh at its own lr and halves it each epoch; its global step restarts.
+    assert r2["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 0.25)
+    assert r2["global_step"] == 6
+    assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 4
+    assert len(pd.read_csv(tmp_path / "run" / "round1" / "metrics.csv")) == 2
+    assert (tmp_path / "run" / "metrics.png").is_file()
+
+
+def test_seed_cnn_buckets_and_regression_train(cache: tuple[Path, Path], tmp_path: Path) -> None:
+    raw = load_config("seed").to_dict()
+    raw["data"].update(cache=str(cache[0]), split=str(cache[1]), input_size=32, limit_batches=2)
+    raw["model"]["channels"] = [8, 16]
+    raw["train"].update(epochs=1, batch_size=8)
+    raw["rounds"] = []
+    result = train(config_from_dict(raw), tmp_path / "seed", progress=False, log=lambda _: None)
+    assert 0 <= result.history[-1]["val_bucket_acc"] <= 1
+    raw.update(heads={"age": "regression", "gender": False}, loss={"age": 1.0, "gender": 0.0})
+    raw["train"]["select"] = "val_mae"
+    result = train(config_from_dict(raw), tmp_path / "wiki", progress=False, log=lambda _: None)
+    assert np.isnan(result.history[-1]["val_gender_acc"])
+    # The regressor starts near the median age, so its MAE is already of the order of the age spread.
+    assert result.history[-1]["val_mae"] < 40
+
+
+def test_compare_runs_summarises_best_epochs(cache: tuple[Path, Path], tmp_path: Path) -> None:
+    from facial_demographics.training.compare import compare_command
+
+    cfg = _small_seed(*cache, train={"epochs": 2, "ema": False})
+    train(cfg, tmp_path / "a", progress=False, log=lambda _: None)
+    raw = cfg.to_dict()
+    raw["name"], raw["heads"]["age"] = "buckets", "buckets5"
+    train(config_from_dict(raw), tmp_path / "b", progress=False, log=lambda _: None)
+    table = compare_command([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    assert list(table["age_head"]) == ["distribution", "buckets5"]
+    metrics = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert table.loc[0, "val_mae"] == pytest.approx(metrics["val_mae"].min())
+    assert table.loc[0, "best_epoch"] == int(metrics["val_mae"].idxmin()) + 1
+    for name in ("comparison.csv", "comparison.md", "comparison.png"):
+        assert (tmp_path / "cmp" / name).is_file()
+    with pytest.raises(FileNotFoundError, match="not a training run directory"):
+        compare_command([tmp_path / "cmp"])

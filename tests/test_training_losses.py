@@ -1,0 +1,85 @@
+"""Loss terms: label distributions, masking of unknown labels, and each age head type."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from facial_demographics.training.config import LossConfig
+from facial_demographics.training.data import Labels, age_buckets, balanced_weights
+from facial_demographics.training.losses import (
+    MultiTaskLoss,
+    age_loss,
+    expected_age,
+    gaussian_targets,
+    gender_loss,
+)
+from facial_demographics.training.models import HeadSpec
+
+
+def _labels(ages: list[float], genders: list[int]) -> Labels:
+    return Labels(torch.tensor(ages), torch.tensor(genders), torch.ones(len(ages)))
+
+
+def test_gaussian_targets_are_distributions_centred_on_the_age() -> None:
+    t = gaussian_targets(torch.tensor([0.0, 37.0, 130.0]), 101, sigma=2.5)
+    torch.testing.assert_close(t.sum(1), torch.ones(3))
+    assert t.argmax(1).tolist() == [0, 37, 100]  # ages above the last bin are clipped to it
+
+
+def test_distribution_loss_is_zero_at_the_target_and_grows_away_from_it() -> None:
+    spec, cfg = HeadSpec("distribution", 101, True), LossConfig(sigma=2.0)
+    ages = torch.tensor([25.0, 60.0])
+    exact = gaussian_targets(ages, 101, 2.0).log()
+    assert float(age_loss(exact, ages, torch.ones(2), spec, cfg)) == pytest.approx(0.0, abs=1e-5)
+    shifted = gaussian_targets(ages + 5, 101, 2.0).log()
+    assert float(age_loss(shifted, ages, torch.ones(2), spec, cfg)) > 1.0
+    assert expected_age(exact, spec).tolist() == pytest.approx([25.0, 60.0], abs=0.01)
+
+
+def test_mean_variance_penalises_spread_and_offset() -> None:
+    spec, cfg = HeadSpec("mean_variance", 101, False), LossConfig(mean_weight=0.2, variance_weight=0.05)
+    ages = torch.tensor([40.0])
+    sharp = gaussian_targets(ages, 101, 1.0).log()
+    wide = gaussian_targets(ages, 101, 8.0).log()
+    off = gaussian_targets(ages + 10, 101, 1.0).log()
+    w = torch.ones(1)
+    assert age_loss(sharp, ages, w, spec, cfg) < age_loss(wide, ages, w, spec, cfg)
+    assert age_loss(sharp, ages, w, spec, cfg) < age_loss(off, ages, w, spec, cfg)
+
+
+def test_unknown_labels_are_masked() -> None:
+    spec, cfg = HeadSpec("distribution", 101, True), LossConfig()
+    logits = torch.randn(3, 101, requires_grad=True)
+    gender_logits = torch.randn(3, 2, requires_grad=True)
+    parts = MultiTaskLoss(spec, cfg)(logits, gender_logits, _labels([30.0, math.nan, 50.0], [0, 1, -1]))
+    parts.total.backward()
+    assert logits.grad is not None and gender_logits.grad is not None
+    assert torch.all(logits.grad[1] == 0) and torch.any(logits.grad[0] != 0)
+    assert torch.all(gender_logits.grad[2] == 0) and torch.any(gender_logits.grad[1] != 0)
+    none_known = gender_loss(gender_logits, torch.tensor([-1, -1, -1]), cfg)
+    assert float(none_known) == 0.0
+
+
+def test_buckets_and_regression_heads() -> None:
+    cfg = LossConfig()
+    ages = torch.tensor([10.0, 30.0, 110.0])
+    buckets = HeadSpec("buckets5", 5, True)
+    right = torch.full((3, 5), -10.0)
+    right[[0, 1, 2], [0, 1, 4]] = 10.0
+    assert float(age_loss(right, ages, torch.ones(3), buckets, cfg)) < 1e-3
+    assert expected_age(right, buckets).tolist() == [12.0, 37.0, 105.0]
+    weighted = age_loss(torch.zeros(3, 5), ages, torch.ones(3), buckets, cfg, torch.tensor([1.0, 2, 1, 1, 3]))
+    assert float(weighted) == pytest.approx(math.log(5), rel=1e-5)  # uniform logits: CE is log 5 either way
+    reg = HeadSpec("regression", 1, False)
+    assert float(age_loss(torch.tensor([[12.0], [30.0], [100.0]]), ages, torch.ones(3), reg, cfg)) == (
+        pytest.approx((2 + 0 + 10) / 3))
+
+
+def test_balanced_weights_follow_sklearn() -> None:
+    labels = age_buckets(torch.tensor([5.0, 10.0, 15.0, 30.0, math.nan]).double().numpy())
+    assert labels.tolist() == [0, 0, 0, 1, -1]
+    w = balanced_weights(labels, 5)
+    assert w.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1), 0, 0, 0])
