@@ -32,9 +32,9 @@ def test_gaussian_targets_are_distributions_centred_on_the_age() -> None:
 def test_distribution_loss_is_zero_at_the_target_and_grows_away_from_it() -> None:
     spec, cfg = HeadSpec("distribution", 101, True), LossConfig(sigma=2.0)
     ages = torch.tensor([25.0, 60.0])
-    exact = gaussian_targets(ages, 101, 2.0).log()
+    exact = gaussian_targets(ages, 101, 2.0).clamp_min(1e-30).log()  # logits whose softmax is the target
     assert float(age_loss(exact, ages, torch.ones(2), spec, cfg)) == pytest.approx(0.0, abs=1e-5)
-    shifted = gaussian_targets(ages + 5, 101, 2.0).log()
+    shifted = gaussian_targets(ages + 5, 101, 2.0).clamp_min(1e-30).log()
     assert float(age_loss(shifted, ages, torch.ones(2), spec, cfg)) > 1.0
     assert expected_age(exact, spec).tolist() == pytest.approx([25.0, 60.0], abs=0.01)
 
@@ -42,9 +42,9 @@ def test_distribution_loss_is_zero_at_the_target_and_grows_away_from_it() -> Non
 def test_mean_variance_penalises_spread_and_offset() -> None:
     spec, cfg = HeadSpec("mean_variance", 101, False), LossConfig(mean_weight=0.2, variance_weight=0.05)
     ages = torch.tensor([40.0])
-    sharp = gaussian_targets(ages, 101, 1.0).log()
-    wide = gaussian_targets(ages, 101, 8.0).log()
-    off = gaussian_targets(ages + 10, 101, 1.0).log()
+    sharp = gaussian_targets(ages, 101, 1.0).clamp_min(1e-30).log()
+    wide = gaussian_targets(ages, 101, 8.0).clamp_min(1e-30).log()
+    off = gaussian_targets(ages + 10, 101, 1.0).clamp_min(1e-30).log()
     w = torch.ones(1)
     assert age_loss(sharp, ages, w, spec, cfg) < age_loss(wide, ages, w, spec, cfg)
     assert age_loss(sharp, ages, w, spec, cfg) < age_loss(off, ages, w, spec, cfg)
@@ -60,7 +60,7 @@ def test_unknown_labels_are_masked() -> None:
     assert torch.all(logits.grad[1] == 0) and torch.any(logits.grad[0] != 0)
     assert torch.all(gender_logits.grad[2] == 0) and torch.any(gender_logits.grad[1] != 0)
     none_known = gender_loss(gender_logits, torch.tensor([-1, -1, -1]), cfg)
-    assert float(none_known) == 0.0
+    assert none_known.item() == 0.0
 
 
 def test_buckets_and_regression_heads() -> None:

@@ -415,7 +415,11 @@ def export(
     ckpt: Annotated[Path, typer.Argument(help="A training checkpoint (best.pt or last.pt).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
     cache: Annotated[Path | None, typer.Option(
-        "--cache", help="Aligned-face cache whose real faces are used for the torch/ONNX parity check.")] = None,
+        "--cache", help="Aligned-face cache: faces for the parity check and interval calibration.")] = None,
+    split: Annotated[Path, typer.Option(
+        "--split", help="Split CSV whose val part calibrates the age interval.")] = Path("splits/utkface.csv"),
+    calibrate: Annotated[bool, typer.Option(
+        help="Fit the age-interval temperature on the validation split (needs --cache).")] = True,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
 ) -> None:
     """Export a checkpoint to an ONNX model bundle and check it against torch on real faces."""
@@ -423,7 +427,13 @@ def export(
     from .training import export_command
 
     try:
-        export_command(ckpt, out, cache=cache, opset=opset)
+        bundle = export_command(ckpt, out, cache=cache, opset=opset)
+        if calibrate and cache is not None:
+            from .training.calibrate import calibrate_bundle
+
+            cal = calibrate_bundle(bundle, cache, split)
+            typer.echo(f"age interval calibrated on {cal.faces} validation faces: temperature {cal.temperature:g}, "
+                       f"coverage {cal.coverage_before:.3f} -> {cal.coverage_after:.3f}")
     except (FileNotFoundError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
