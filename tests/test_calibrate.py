@@ -10,6 +10,7 @@ import pandas as pd
 
 from facial_demographics.model import ModelBundle
 from facial_demographics.training.calibrate import calibrate_bundle
+
 from tests_support import copy_bundle
 
 
