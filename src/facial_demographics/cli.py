@@ -437,3 +437,18 @@ def export(
     except (FileNotFoundError, ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+@app.command("compare-runs")
+def compare_runs(
+    runs: Annotated[list[Path], typer.Argument(help="Training run directories (each with metrics.json).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write comparison.csv/.md/.png here.")] = None,
+) -> None:
+    """Compare training runs at their best validation epoch (table, markdown and an overlay plot)."""
+    from .training.compare import compare_command
+
+    try:
+        compare_command(runs, out)
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
