@@ -122,6 +122,8 @@ def test_bad_model_is_a_clear_error(photo_dir: Path, tmp_path: Path) -> None:
 def test_console_script_help_and_version() -> None:
     out = subprocess.run([sys.executable, "-m", "facial_demographics", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("facial-demographics ")
-    for command in (["analyze"], ["demo"], ["data", "prepare"], ["data", "stats"], ["data", "split"]):
+    commands = (["analyze"], ["demo"], ["data", "prepare"], ["data", "stats"], ["data", "split"], ["train"],
+                ["export"], ["evaluate"], ["serve"], ["compare-runs"])
+    for command in commands:
         res = runner.invoke(app, [*command, "--help"])
         assert res.exit_code == 0 and "Usage" in res.stdout
