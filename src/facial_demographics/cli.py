@@ -288,15 +288,9 @@ def data_split(
     fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
 ) -> None:
     """Write a deterministic train/val/test split, stratified by age band and gender."""
-    from collections import Counter
+    from .datasets.splits import split_command
 
-    from .datasets.loader import load_dataset
-    from .datasets.splits import make_split, write_split
-
-    read = load_dataset(dataset, fmt)
-    mapping = make_split(read.records, val=val, test=test, seed=seed)
-    write_split(mapping, out)
-    typer.echo(f"{out}: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(mapping.values()).items())))
+    split_command(dataset, out, val, test, seed, fmt)
 
 
 @app.command()

@@ -7,7 +7,6 @@ The EMA weights are exported when the run kept them, since those are the weights
 
 from __future__ import annotations
 
-import json
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -192,16 +191,6 @@ def export_bundle(ckpt_path: Path, out: Path, cache: Path | None = None, opset: 
 
 
 def _write_bundle(out: Path, onnx_path: Path, manifest: dict[str, Any]) -> Path:
-    try:
-        from ..model import write_bundle
-    except ImportError:  # the shared bundle writer is not there: same schema, written here
-        import hashlib
-        import shutil
+    from ..model import write_bundle
 
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(onnx_path, out / "model.onnx")
-        digest = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
-        stamped = {**manifest, "sha256": {"model.onnx": digest}}
-        (out / "manifest.json").write_text(json.dumps(stamped, indent=2))
-        return out
     return Path(write_bundle(out, onnx_path, manifest))
