@@ -8,7 +8,8 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,16 @@ app = typer.Typer(
 data_app = typer.Typer(help="Dataset tools: statistics, splits and the aligned-face cache.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 err = Console(stderr=True, soft_wrap=True)
+
+
+@contextmanager
+def _user_errors(prefix: str = "error:") -> Iterator[None]:
+    """Bad user input (missing files, bad values, bad bundles) → a one-line message and exit code 2."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as exc:  # BundleError and ConfigError are ValueErrors
+        err.print(f"[red]{prefix}[/red] {exc}")
+        raise typer.Exit(2) from None
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 ModelOption = Annotated[
@@ -161,18 +172,14 @@ def analyze(
     """
     from rich.progress import Progress
 
-    from .model import BundleError
     from .pipeline import FaceAnalyzer
 
     inputs = expand_inputs(paths, recursive)
     if not inputs:
         err.print("[red]No images found in the given paths.[/red]")
         raise typer.Exit(2)
-    try:
+    with _user_errors("Cannot load the model:"):
         analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
-    except (BundleError, ValueError) as exc:
-        err.print(f"[red]Cannot load the model: {exc}[/red]")
-        raise typer.Exit(2) from exc
     results = []
     show = len(inputs) > 1 and sys.stderr.isatty()
     with Progress(console=err, disable=not show, transient=True) as progress:
@@ -312,11 +319,8 @@ def evaluate(
     """Evaluate a model on a labelled split: accuracy, fairness and trust, in a self-contained report."""
     from .evaluation.evaluate import evaluate_command
 
-    try:
+    with _user_errors():
         evaluate_command(dataset, model, split, split_file, cropped, out, limit, fmt, compare, console=err)
-    except (FileNotFoundError, ValueError) as exc:  # bad dataset, split file or bundle (BundleError)
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -350,9 +354,7 @@ def serve(
             f"[red]The server needs the 'serve' extra: pip install 'facial-demographics[serve]' ({exc})[/red]"
         )
         raise typer.Exit(2) from exc
-    from .model import BundleError
-
-    try:
+    with _user_errors("Cannot start the server:"):
         serve_command(
             host=host,
             port=port,
@@ -366,9 +368,6 @@ def serve(
             max_queue=max_queue,
             batch_size=batch_size,
         )
-    except (BundleError, ValueError) as exc:
-        err.print(f"[red]Cannot start the server: {exc}[/red]")
-        raise typer.Exit(2) from exc
 
 
 def _need_training_extra() -> None:
@@ -396,12 +395,9 @@ def train(
     _need_training_extra()
     from .training import train_command
 
-    try:
+    with _user_errors():
         train_command(config, resume=resume, lr=lr, epochs=epochs, out=out, cache=cache, split=split,
                       max_steps=max_steps)
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -420,7 +416,7 @@ def export(
     _need_training_extra()
     from .training import export_command
 
-    try:
+    with _user_errors():
         bundle = export_command(ckpt, out, cache=cache, opset=opset)
         if calibrate and cache is not None:
             from .training.calibrate import calibrate_bundle
@@ -428,9 +424,6 @@ def export(
             cal = calibrate_bundle(bundle, cache, split)
             typer.echo(f"age interval calibrated on {cal.faces} validation faces: temperature {cal.temperature:g}, "
                        f"coverage {cal.coverage_before:.3f} -> {cal.coverage_after:.3f}")
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command("compare-runs")
@@ -441,8 +434,5 @@ def compare_runs(
     """Compare training runs at their best validation epoch (table, markdown and an overlay plot)."""
     from .training.compare import compare_command
 
-    try:
+    with _user_errors():
         compare_command(runs, out)
-    except (FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None

