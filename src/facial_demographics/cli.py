@@ -324,6 +324,24 @@ def evaluate(
 
 
 @app.command()
+def robustness(
+    model: Annotated[list[Path] | None, typer.Option(
+        "--model", "-m", help="Model bundle (repeat to compare; default: the bundled model).")] = None,
+    cache: Annotated[Path, typer.Option("--cache", help="Aligned-face cache at the model's input size.")] = Path(
+        "cache/utkface-112"),
+    split_file: Annotated[Path, typer.Option("--split-file", help="key,split CSV.")] = Path("splits/utkface.csv"),
+    split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded random sample of N faces.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write robustness.json and robustness.png here.")] = None,
+) -> None:
+    """How far ages and genders move under JPEG, blur, low resolution, sharpening and noise."""
+    from .evaluation.robustness import robustness_command
+
+    with _user_errors():
+        robustness_command(model or [None], cache, split_file, split, limit, out, console=err)
+
+
+@app.command()
 def serve(
     host: Annotated[
         str, typer.Option(help="Address to bind; other than loopback exposes the server.")

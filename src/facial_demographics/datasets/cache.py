@@ -30,6 +30,7 @@ from ..alignment import AlignmentConfig, align_single
 from ..detection import DetectorConfig, FaceDetector
 from ..imaging import ImageError, read_image
 from .records import Record
+from .splits import read_split
 
 CHUNK = 256
 _LANDMARK_COLUMNS = [f"lm{i}{axis}" for i in range(5) for axis in "xy"]
@@ -55,6 +56,14 @@ class FaceCache:
         if len(index) != len(faces):
             raise ValueError(f"{root}: index has {len(index)} rows but faces.npy has {len(faces)}")
         return cls(root, faces, index, json.loads((root / "meta.json").read_text()))
+
+
+def split_faces(cache: FaceCache, split_file: Path, split: str = "val") -> tuple[np.ndarray, pd.DataFrame]:
+    """The cached faces (and their index rows) of one split, skipping unreadable images and unknown ages."""
+    mapping = read_split(split_file)
+    index = cache.index
+    chosen = index[(index["key"].map(mapping) == split) & (index["status"] != "unreadable") & index["age"].notna()]
+    return np.asarray(cache.faces[chosen.index.to_numpy()]), chosen
 
 
 def _read_source(path: str) -> np.ndarray:

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from ..datasets.cache import FaceCache
-from ..datasets.splits import read_split
+from ..datasets.cache import FaceCache, split_faces
 from ..model import AgeGenderModel, ModelBundle, write_bundle
 
 TEMPERATURES = np.round(np.arange(0.4, 3.01, 0.05), 3)
@@ -28,14 +26,6 @@ class Calibration:
     coverage_before: float
     coverage_after: float
     faces: int
-
-
-def split_faces(cache: FaceCache, split_file: Path, split: str = "val") -> tuple[np.ndarray, pd.DataFrame]:
-    """The cached faces (and their index rows) of one split, skipping unreadable images and unknown ages."""
-    mapping = read_split(split_file)
-    index = cache.index
-    chosen = index[(index["key"].map(mapping) == split) & (index["status"] != "unreadable") & index["age"].notna()]
-    return np.asarray(cache.faces[chosen.index.to_numpy()]), chosen
 
 
 def coverage(model: AgeGenderModel, logits: np.ndarray, ages: np.ndarray, temperature: float) -> float:

@@ -89,6 +89,16 @@ class AugmentConfig:
     brightness: list[float] = field(default_factory=lambda: [1.0, 1.0])  # multiplicative
     contrast: list[float] = field(default_factory=lambda: [1.0, 1.0])
     saturation: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # Image-quality augmentations (probabilities; 0 = off). UTKFace is uniformly JPEG-compressed, so a model
+    # trained on it alone learns its artefacts and can flip on clean, blurred or low-resolution photos.
+    blur: float = 0.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.3, 1.5])  # Gaussian sigma, pixels
+    jpeg: float = 0.0
+    jpeg_quality: list[float] = field(default_factory=lambda: [30.0, 95.0])
+    downscale: float = 0.0  # shrink by a factor in downscale_range, then enlarge back
+    downscale_range: list[float] = field(default_factory=lambda: [0.35, 0.9])
+    noise: float = 0.0  # additive Gaussian sensor noise, std drawn per image from noise_std (0..255 scale)
+    noise_std: list[float] = field(default_factory=lambda: [2.0, 12.0])
 
 
 @dataclass
@@ -277,6 +287,14 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_range("augment.brightness", a.brightness)
     _check_range("augment.contrast", a.contrast)
     _check_range("augment.saturation", a.saturation)
+    for key in ("blur", "jpeg", "downscale", "noise"):
+        _require(0.0 <= getattr(a, key) <= 1.0, f"augment.{key}", "must be a probability in [0, 1]")
+    _check_range("augment.blur_sigma", a.blur_sigma, lo_min=1e-3)
+    _check_range("augment.jpeg_quality", a.jpeg_quality, lo_min=1.0)
+    _require(a.jpeg_quality[1] <= 100.0, "augment.jpeg_quality", "must be within [1, 100]")
+    _check_range("augment.downscale_range", a.downscale_range, lo_min=0.05)
+    _check_range("augment.noise_std", a.noise_std)
+    _require(a.downscale_range[1] <= 1.0, "augment.downscale_range", "must be within [0.05, 1]")
     _require(o.name in OPTIMIZERS, "optim.name", f"must be one of {', '.join(OPTIMIZERS)}")
     _require(o.lr > 0, "optim.lr", "must be > 0")
     _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")

@@ -200,12 +200,59 @@ class Augment(nn.Module):
         if any(r != [1.0, 1.0] for r in (b, c, s)):
             # Multiplicative factor ranges (torchvision semantics); (1, 1) leaves that property alone.
             ops.append(K.ColorJitter(brightness=b, contrast=c, saturation=s, p=1.0))
+        # Quality ops last, as a camera/encoder would degrade the finished picture.
+        if cfg.downscale > 0:
+            ops.append(RandomDownscale(cfg.downscale, (cfg.downscale_range[0], cfg.downscale_range[1])))
+        if cfg.blur > 0:
+            lo, hi = cfg.blur_sigma
+            k = 2 * int(np.ceil(3 * hi)) + 1  # kernel covers +-3 sigma of the widest blur
+            ops.append(K.RandomGaussianBlur((k, k), (lo, hi), p=cfg.blur))
+        if cfg.noise > 0:
+            ops.append(RandomNoise(cfg.noise, (cfg.noise_std[0] / 255.0, cfg.noise_std[1] / 255.0)))
+        if cfg.jpeg > 0:
+            ops.append(K.RandomJPEG(jpeg_quality=(cfg.jpeg_quality[0], cfg.jpeg_quality[1]), p=cfg.jpeg))
         self.ops = nn.Sequential(*ops) if cfg.enabled else nn.Sequential()
 
     def forward(self, x: Tensor) -> Tensor:
         if len(self.ops) == 0:
             return x
         return self.ops(x / 255.0) * 255.0
+
+
+class RandomDownscale(nn.Module):
+    """Shrink chosen images by a random factor and enlarge them back: the detail a small or distant face
+    has. Works on [0, 1] NCHW; each chosen image gets its own factor."""
+
+    def __init__(self, p: float, factor: tuple[float, float]):
+        super().__init__()
+        self.p, self.factor = p, factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        chosen = torch.rand(x.shape[0]) < self.p
+        if not bool(chosen.any()):
+            return x
+        factors = torch.empty(x.shape[0]).uniform_(*self.factor)
+        out = x.clone()
+        h, w = x.shape[-2:]
+        for i in torch.nonzero(chosen).flatten().tolist():
+            f = float(factors[i])
+            small = F.interpolate(x[i:i + 1], size=(max(4, round(h * f)), max(4, round(w * f))),
+                                  mode="bilinear", antialias=True, align_corners=False)
+            out[i:i + 1] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        return out
+
+
+class RandomNoise(nn.Module):
+    """Additive Gaussian noise on chosen images of a [0, 1] NCHW batch, each with its own std."""
+
+    def __init__(self, p: float, std: tuple[float, float]):
+        super().__init__()
+        self.p, self.std = p, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        chosen = (torch.rand(x.shape[0]) < self.p).to(x.dtype)
+        std = torch.empty(x.shape[0]).uniform_(*self.std).to(x.dtype) * chosen
+        return (x + torch.randn_like(x) * std.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
 
 
 def train_input(faces: Tensor, augment: Augment, size: int, channels_last: bool) -> Tensor:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
 from .config import RunConfig, config_from_dict
 from .data import load_cache, split_rows, to_input
 from .loop import load_checkpoint, predict_logits
@@ -116,15 +117,9 @@ def build_manifest(cfg: RunConfig, ckpt: dict[str, Any], spec: HeadSpec,
                    residuals: np.ndarray | None) -> dict[str, Any]:
     meta = ckpt.get("data_meta", {})
     size = cfg.data.input_size
-    try:
-        from importlib.metadata import version
-
-        pkg_version = version("facial-demographics")
-    except Exception:
-        pkg_version = "0.1.0"
     return {
         "name": cfg.name,
-        "version": pkg_version,
+        "version": __version__,  # the package that trained it
         "format": 1,
         "input": {"name": "input", "size": size, "color": "RGB", "layout": "NCHW", "range": [0, 255]},
         # Inference aligns straight to the input size with the template and margin the cache used.
