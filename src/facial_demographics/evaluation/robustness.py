@@ -18,6 +18,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from ..datasets.cache import FaceCache, split_faces
 from ..model import AgeGenderModel
@@ -167,12 +169,9 @@ def plot(rows: Sequence[RobustnessRow], path: Path) -> None:
 
 
 def robustness_command(models: Sequence[Path | None], cache_dir: Path, split_file: Path, split: str,
-                       limit: int | None, out: Path | None, console: object | None = None) -> list[RobustnessRow]:
+                       limit: int | None, out: Path | None, console: Console | None = None) -> list[RobustnessRow]:
     """CLI body: load the split's cached faces, run every model under every perturbation, print a table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    con = console if isinstance(console, Console) else Console(stderr=True)
+    con = console or Console(stderr=True)
     cache = FaceCache.open(cache_dir)
     faces, index = split_faces(cache, split_file, split)
     if len(faces) == 0:

@@ -244,11 +244,13 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def _check_range(key: str, pair: list[float] | None, lo_min: float = 0.0) -> None:
+def _check_range(key: str, pair: list[float] | None, lo_min: float = 0.0, hi_max: float | None = None) -> None:
     if pair is None:
         return
     _require(len(pair) == 2, key, "must be [low, high]")
     _require(lo_min <= pair[0] <= pair[1], key, f"must satisfy {lo_min} <= low <= high")
+    if hi_max is not None:
+        _require(pair[1] <= hi_max, key, f"must be within [{lo_min:g}, {hi_max:g}]")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -290,11 +292,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key in ("blur", "jpeg", "downscale", "noise"):
         _require(0.0 <= getattr(a, key) <= 1.0, f"augment.{key}", "must be a probability in [0, 1]")
     _check_range("augment.blur_sigma", a.blur_sigma, lo_min=1e-3)
-    _check_range("augment.jpeg_quality", a.jpeg_quality, lo_min=1.0)
-    _require(a.jpeg_quality[1] <= 100.0, "augment.jpeg_quality", "must be within [1, 100]")
-    _check_range("augment.downscale_range", a.downscale_range, lo_min=0.05)
+    _check_range("augment.jpeg_quality", a.jpeg_quality, lo_min=1.0, hi_max=100.0)
+    _check_range("augment.downscale_range", a.downscale_range, lo_min=0.05, hi_max=1.0)
     _check_range("augment.noise_std", a.noise_std)
-    _require(a.downscale_range[1] <= 1.0, "augment.downscale_range", "must be within [0.05, 1]")
     _require(o.name in OPTIMIZERS, "optim.name", f"must be one of {', '.join(OPTIMIZERS)}")
     _require(o.lr > 0, "optim.lr", "must be > 0")
     _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..model import write_bundle
 from .config import RunConfig, config_from_dict
 from .data import load_cache, split_rows, to_input
 from .loop import load_checkpoint, predict_logits
@@ -181,11 +182,6 @@ def export_bundle(ckpt_path: Path, out: Path, cache: Path | None = None, opset: 
         if not diff < tolerance:
             raise RuntimeError(f"{ckpt_path}: ONNX and torch disagree by {diff:.3g} (> {tolerance:g})")
         manifest["training"]["export_max_abs_diff"] = diff
-        bundle = _write_bundle(Path(out), onnx_path, manifest)
+        bundle = Path(write_bundle(Path(out), onnx_path, manifest))
     return ExportReport(bundle, (bundle / "model.onnx").stat().st_size, diff, len(inputs), manifest)
 
-
-def _write_bundle(out: Path, onnx_path: Path, manifest: dict[str, Any]) -> Path:
-    from ..model import write_bundle
-
-    return Path(write_bundle(out, onnx_path, manifest))
