@@ -91,3 +91,72 @@ def test_bad_parameters_are_refused() -> None:
         DetectorConfig(max_side=4)
     with pytest.raises(ValueError, match="RGB uint8"):
         FaceDetector().detect(np.zeros((10, 10), np.uint8))
+
+
+# -- faces larger than the graph's anchors, clipping, the two passes ----------------------------------
+def _closeup(astronaut: np.ndarray, side: int, shift: float) -> np.ndarray:
+    """The astronaut's head enlarged to ``side`` px and moved by ``shift`` of the frame (cut by the border)."""
+    head = astronaut[20:260, 130:330]
+    big = cv2.resize(head, (side, int(side * 1.2)), interpolation=cv2.INTER_LINEAR)
+    frame = np.full((1200, 1200, 3), 90, np.uint8)
+    x0, y0 = int((1200 - big.shape[1]) / 2 + shift * 1200), int((1200 - big.shape[0]) / 2)
+    xs, ys = max(x0, 0), max(y0, 0)
+    xe, ye = min(x0 + big.shape[1], 1200), min(y0 + big.shape[0], 1200)
+    frame[ys:ye, xs:xe] = big[ys - y0 : ye - y0, xs - x0 : xe - x0]
+    return frame
+
+
+@pytest.mark.parametrize(("side", "shift"), [(700, 0.0), (1000, 0.0), (1400, 0.0), (900, 0.3), (1200, -0.25)])
+def test_a_close_up_is_one_box_inside_the_image(detector: FaceDetector, astronaut: np.ndarray,
+                                                side: int, shift: float) -> None:
+    image = _closeup(astronaut, side, shift)
+    single = FaceDetector(DetectorConfig.single_scale(score_threshold=0.8)).detect(image)
+    faces = detector.detect(image)
+    assert len(faces) == 1, (len(single), [f.box for f in faces])
+    x1, y1, x2, y2 = faces[0].box
+    assert 0 <= x1 < x2 <= 1200 and 0 <= y1 < y2 <= 1200
+    assert x2 - x1 > 0.4 * min(side, 1200)  # the whole face, not a part of it
+
+
+def test_enlarged_utkface_crops_get_one_box_where_0_2_gave_several(detector: FaceDetector, utkface_dir) -> None:
+    """The reported bug: UTKFace faces enlarged to 1000–1400 px came back as 2–5 boxes (parts of the face)."""
+    from PIL import Image
+
+    files = sorted(utkface_dir.glob("*.jpg"))[:: max(1, len(list(utkface_dir.glob("*.jpg"))) // 10)][:10]
+    legacy = FaceDetector(DetectorConfig.single_scale(score_threshold=0.8))
+    old_counts, new_counts = [], []
+    for f in files:
+        image = cv2.resize(np.asarray(Image.open(f).convert("RGB")), (1400, 1400), interpolation=cv2.INTER_LINEAR)
+        old_counts.append(len(legacy.detect(image)))
+        new_counts.append(len(detector.detect(image)))
+    assert new_counts == [1] * len(files)
+    assert sum(c > 1 for c in old_counts) >= len(files) // 2  # the bug was there to fix
+
+
+def test_passes_depend_on_the_image_size() -> None:
+    det = FaceDetector()
+    small = det._passes(0, np.zeros((200, 200, 3), np.uint8))
+    large = det._passes(0, np.zeros((1080, 1920, 3), np.uint8))
+    assert [p.coarse for p in small] == [False] and small[0].scale > 1  # enlarged, no coarse pass
+    assert [p.coarse for p in large] == [False, True]
+    fine, coarse = large
+    assert fine.tensor_image.shape[0] * fine.tensor_image.shape[1] <= det.config.pixel_budget * 1.01
+    assert max(coarse.tensor_image.shape[:2]) == 320 + 2 * round(det.config.coarse_pad * 320)
+    legacy = FaceDetector(DetectorConfig.single_scale())._passes(0, np.zeros((1080, 1920, 3), np.uint8))
+    assert len(legacy) == 1 and legacy[0].tensor_image.shape[:2] == (540, 960)
+
+
+def test_contained_parts_are_suppressed() -> None:
+    from facial_demographics.detection import _suppress_contained
+
+    boxes = np.array([[100, 100, 500, 600], [150, 200, 300, 300], [600, 100, 700, 200], [450, 550, 650, 700]],
+                     dtype=np.float32)
+    # the eye-sized box inside the face goes; a separate face and a box only touching the corner stay
+    assert sorted(_suppress_contained(boxes, [0, 1, 2, 3], 0.6)) == [0, 2, 3]
+
+
+@pytest.mark.parametrize("bad", [{"coarse_side": 2000}, {"coarse_pad": -0.1}, {"containment": 0.0},
+                                 {"max_upscale": 0.5}, {"pixel_budget": 10}])
+def test_bad_detector_settings_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        DetectorConfig(**bad)

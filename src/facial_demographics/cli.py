@@ -323,6 +323,41 @@ def evaluate(
         evaluate_command(dataset, model, split, split_file, cropped, out, limit, fmt, compare, console=err)
 
 
+@app.command("evaluate-detection")
+def evaluate_detection(
+    dataset: Annotated[Path, typer.Option("--dataset", help="UTKFace folder or archive: the faces to paste.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and report.html.")] = Path(
+        "out/detection"),
+    scenes: Annotated[int, typer.Option("--scenes", min=1, help="How many scenes to generate.")] = 400,
+    seed: Annotated[int, typer.Option("--seed", help="Scene seed: the same seed gives the same scenes.")] = 0,
+    pool: Annotated[int, typer.Option("--pool", min=1, help="Development faces to sample from.")] = 300,
+    split_file: Annotated[Path | None, typer.Option(
+        "--split-file", help="key,split CSV; faces come from its train split (default splits/utkface.csv).")] = None,
+    score_threshold: Annotated[float | None, typer.Option(
+        "--score-threshold", min=0.0, max=1.0, help="Detector score threshold (default: the detector's).")] = None,
+    pixel_budget: Annotated[int | None, typer.Option(
+        "--pixel-budget", min=1024, help="Pixels of the main detection pass (more: smaller faces, slower).")] = None,
+    single_scale: Annotated[bool, typer.Option(
+        "--single-scale", help="The 0.2.0 detector: one pass at 960 px at most, for comparison.")] = False,
+) -> None:
+    """Measure the face detector on generated scenes: recall by face size, duplicates, false faces, time."""
+    from .detection import DetectorConfig
+    from .evaluation.detection_eval import BenchmarkSettings, evaluate_detection_command
+
+    with _user_errors():
+        overrides: dict[str, Any] = {k: v for k, v in (("score_threshold", score_threshold),
+                                                         ("pixel_budget", pixel_budget)) if v is not None}
+        config = DetectorConfig.single_scale(**overrides) if single_scale else DetectorConfig(**overrides)
+        settings = BenchmarkSettings(scenes=scenes, seed=seed, pool_size=pool)
+        m = evaluate_detection_command(dataset, out, settings, config, split_file, console=err)
+    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    typer.echo(f"recall {pct(m['recall'])} (≥ 32 px: {pct(m['recall_32_plus'])}), precision {pct(m['precision'])}, "
+               f"duplicates {pct(m['duplicates_per_face'])} of faces, "
+               f"{m['false_positives_per_face_free_image']:.3f} false faces per face-free image, "
+               f"close-ups with one box {pct(m['closeups']['exactly_one_box'])}; "
+               + ", ".join(f"{k} {v:.1f} ms" for k, v in m["ms_per_image"].items()) + f" → {out}")
+
+
 @app.command()
 def robustness(
     model: Annotated[list[Path] | None, typer.Option(

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,13 +31,48 @@ _BGR_MEAN = np.array([104.0, 117.0, 127.0], dtype=np.float32)
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Detection parameters; sizes are in original image pixels."""
+    """Detection parameters; sizes are in original image pixels.
 
-    score_threshold: float = 0.8
+    Detection runs in up to two passes over each image (an image pyramid of two levels):
+    - the *fine* pass on the image resized to about ``pixel_budget`` pixels (never more than
+      ``max_upscale`` times larger, never longer than ``max_side``). Its cost is proportional to its
+      pixels, so a budget rather than a fixed side keeps 640×480 and 1920×1080 photos at a similar
+      cost, and enlarging small photos lets it find faces down to 16 px (the graph's smallest anchor);
+    - the *coarse* pass on the image shrunk to ``coarse_side`` and padded by ``coarse_pad`` of that
+      side all round, for faces too large for the graph's largest (512 px) anchors, including
+      close-ups cut by the border. At the fine scale such faces come back as several boxes (eyes,
+      mouth, half a face).
+    Each pass reports only the faces inside its working range (SNIP's idea), then the two are merged
+    by NMS and containment suppression. A fine pass no longer than ``coarse_side / 0.75`` needs no
+    coarse pass: every face that fits in it is within the graph's anchors.
+    """
+
+    #: 0.6 rather than RetinaFace's usual 0.8: on the detection benchmark it finds 6–10 points more of
+    #: the faces under 64 px, and face-free scenes still get no false face.
+    score_threshold: float = 0.6
     nms_iou: float = 0.4
     min_face_size: float = 12.0
-    max_side: int = 960  # larger photos are downscaled for detection, results mapped back
+    pixel_budget: int = 700_000
+    max_upscale: float = 2.0
+    max_side: int = 1600
+    coarse_side: int | None = 320  # None: fine pass only
+    coarse_pad: float = 0.25
+    #: A face larger than ``fine_max`` fine-pass pixels is left to the coarse pass, and one smaller than
+    #: ``coarse_min`` (also in fine-pass pixels) to the fine pass.
+    fine_max: float = 320.0
+    coarse_min: float = 200.0
+    #: A box at least this share of which lies inside a larger kept box is a part of that face.
+    containment: float = 0.6
     threads: int | None = None  # ONNX Runtime intra-op threads; None = all cores
+
+    @classmethod
+    def single_scale(cls, **overrides: Any) -> DetectorConfig:
+        """One pass on the photo shrunk to 960 px at most, never enlarged: the detector of 0.2.0.
+
+        The aligned-face cache and cropped mode keep it, so training crops and ``--cropped`` answers
+        stay exactly as the shipped model was trained and measured.
+        """
+        return cls(**{"pixel_budget": 10**12, "max_upscale": 1.0, "max_side": 960, "coarse_side": None, **overrides})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold <= 1.0:
@@ -45,6 +81,16 @@ class DetectorConfig:
             raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if self.max_side < 32:
             raise ValueError(f"max_side must be at least 32, got {self.max_side}")
+        if self.pixel_budget < 32 * 32:
+            raise ValueError(f"pixel_budget must be at least 1024, got {self.pixel_budget}")
+        if not self.max_upscale >= 1.0:
+            raise ValueError(f"max_upscale must be at least 1, got {self.max_upscale}")
+        if self.coarse_side is not None and not 32 <= self.coarse_side < self.max_side:
+            raise ValueError(f"coarse_side must be in [32, max_side), got {self.coarse_side}")
+        if not 0.0 <= self.coarse_pad <= 1.0:
+            raise ValueError(f"coarse_pad must be in [0, 1], got {self.coarse_pad}")
+        if not 0.0 < self.containment <= 1.0:
+            raise ValueError(f"containment must be in (0, 1], got {self.containment}")
 
 
 @lru_cache(maxsize=32)
@@ -60,8 +106,37 @@ def _anchors(height: int, width: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """One network input made from an image: ``original = (input - offset) / scale``."""
+
+    image_index: int
+    tensor_image: np.ndarray
+    scale: float
+    offset: float
+    coarse: bool
+    fine_scale: float  # the scale of this image's fine pass, in which working ranges are measured
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Raw boxes (x1, y1, x2, y2), scores and (n, 5, 2) landmarks in original image pixels."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    @staticmethod
+    def empty() -> _Candidates:
+        return _Candidates(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+
 class FaceDetector:
-    """Finds faces, their scores and 5 landmarks. No face is an empty list, never an exception."""
+    """Finds faces, their scores and 5 landmarks. No face is an empty list, never an exception.
+
+    Reported boxes are clipped to the image; landmarks are not (a face cut by the border still has
+    its eyes where they would be, which is what alignment needs).
+    """
 
     def __init__(self, config: DetectorConfig | None = None, **overrides: float | int | None) -> None:
         base = config or DetectorConfig()
@@ -79,65 +154,124 @@ class FaceDetector:
                     self._session = cpu_session(WEIGHTS, self.config.threads)
         return self._session
 
-    def _scale_for(self, image: np.ndarray) -> float:
-        return min(1.0, self.config.max_side / max(image.shape[:2]))
-
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detect faces in one RGB uint8 image (H, W, 3)."""
         return self.detect_batch([image])[0]
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Detect faces in many images; images of equal (scaled) size share one ONNX run."""
-        prepared = []
-        for image in images:
+        """Detect faces in many images; network inputs of equal size share one ONNX run."""
+        passes: list[_Pass] = []
+        for i, image in enumerate(images):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-            scale = self._scale_for(image)
-            if scale < 1.0:
-                size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-                image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            prepared.append((image, scale))
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (image, _) in enumerate(prepared):
-            groups.setdefault(image.shape[:2], []).append(i)
-        results: list[list[Detection]] = [[] for _ in images]
-        for (h, w), indices in groups.items():
-            batch = np.stack([prepared[i][0] for i in indices])
+            passes.extend(self._passes(i, image))
+        found: list[list[tuple[_Pass, _Candidates]]] = [[] for _ in images]
+        groups: dict[tuple[int, int], list[_Pass]] = {}
+        for p in passes:
+            groups.setdefault(p.tensor_image.shape[:2], []).append(p)
+        for (h, w), members in groups.items():
+            batch = np.stack([p.tensor_image for p in members])
             tensor = (batch[..., ::-1].astype(np.float32) - _BGR_MEAN).transpose(0, 3, 1, 2)
             loc, conf, landmarks = self.session.run(None, {"input": np.ascontiguousarray(tensor)})
-            for j, i in enumerate(indices):
-                results[i] = self._decode(loc[j], conf[j, :, 1], landmarks[j], h, w, prepared[i][1])
-        return results
+            for j, p in enumerate(members):
+                found[p.image_index].append((p, self._decode(loc[j], conf[j, :, 1], landmarks[j], h, w, p)))
+        return [self._merge(parts, image.shape[1], image.shape[0]) for parts, image in zip(found, images, strict=True)]
 
-    def _decode(
-        self, loc: np.ndarray, scores: np.ndarray, pts: np.ndarray, height: int, width: int, scale: float
-    ) -> list[Detection]:
+    def fine_scale(self, height: int, width: int) -> float:
+        """The fine pass's resize factor for an image of this size (see ``DetectorConfig``)."""
+        cfg = self.config
+        return min(cfg.max_upscale, math.sqrt(cfg.pixel_budget / (height * width)), cfg.max_side / max(height, width))
+
+    def _passes(self, index: int, image: np.ndarray) -> list[_Pass]:
+        """The fine pass, and the padded coarse pass when the fine one is too large to see big faces whole."""
+        cfg = self.config
+        fine_scale = self.fine_scale(*image.shape[:2])
+        out = [_Pass(index, _resize(image, fine_scale), fine_scale, 0.0, False, fine_scale)]
+        if self._coarse_runs(fine_scale * max(image.shape[:2])):
+            assert cfg.coarse_side is not None
+            scale = cfg.coarse_side / max(image.shape[:2])
+            pad = int(round(cfg.coarse_pad * cfg.coarse_side))
+            # Padding with the graph's mean colour (zero after normalisation), as insightface letterboxes.
+            mean_rgb = tuple(float(v) for v in _BGR_MEAN[::-1])
+            padded = cv2.copyMakeBorder(_resize(image, scale), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=mean_rgb)
+            out.append(_Pass(index, padded, scale, float(pad), True, fine_scale))
+        return out
+
+    def _coarse_runs(self, fine_longest: float) -> bool:
+        side = self.config.coarse_side
+        return side is not None and fine_longest > side / 0.75
+
+    def _decode(self, loc: np.ndarray, scores: np.ndarray, pts: np.ndarray, height: int, width: int,
+                p: _Pass) -> _Candidates:
+        """Boxes above the score threshold and inside this pass's working range, in original pixels."""
         keep = scores > self.config.score_threshold
         if not keep.any():
-            return []
+            return _Candidates.empty()
         anchors = _anchors(height, width)[keep]
         loc, scores, pts = loc[keep], scores[keep], pts[keep]
         centres = anchors[:, :2] + loc[:, :2] * _VARIANCE_CENTER * anchors[:, 2:]
         sizes = anchors[:, 2:] * np.exp(loc[:, 2:] * _VARIANCE_SIZE)
         size_px = np.array([width, height], dtype=np.float32)
         boxes = np.hstack([centres - sizes / 2, centres + sizes / 2]) * np.tile(size_px, 2)
-        pts = pts.reshape(-1, 5, 2)
-        pts = (anchors[:, None, :2] + pts * _VARIANCE_CENTER * anchors[:, None, 2:]) * size_px
+        pts = (anchors[:, None, :2] + pts.reshape(-1, 5, 2) * _VARIANCE_CENTER * anchors[:, None, 2:]) * size_px
+        boxes, pts = (boxes - p.offset) / p.scale, (pts - p.offset) / p.scale
+        in_range = self._in_range(boxes, p)
+        return _Candidates(boxes[in_range], scores[in_range], pts[in_range])
+
+    def _in_range(self, boxes: np.ndarray, p: _Pass) -> np.ndarray:
+        """Each pass reports the face sizes it sees well (sizes measured at the fine pass's scale)."""
+        side = np.sqrt(np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 0), axis=1)) * p.fine_scale
+        if p.coarse:
+            return np.asarray(side >= self.config.coarse_min)
+        if not self._coarse_runs(max(p.tensor_image.shape[:2])):
+            return np.ones(len(boxes), dtype=bool)
+        return np.asarray(side <= self.config.fine_max)
+
+    def _merge(self, parts: list[tuple[_Pass, _Candidates]], width: int, height: int) -> list[Detection]:
+        """NMS over both passes, then drop boxes that are mostly inside a larger kept face."""
+        boxes = np.concatenate([c.boxes for _, c in parts])
+        scores = np.concatenate([c.scores for _, c in parts])
+        pts = np.concatenate([c.landmarks for _, c in parts])
+        if not len(boxes):
+            return []
         xywh = np.hstack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
-        order = cv2.dnn.NMSBoxes(
-            xywh.tolist(), scores.tolist(), self.config.score_threshold, self.config.nms_iou
-        )
-        detections = []
-        for k in np.asarray(order, dtype=np.int64).reshape(-1):
-            box = boxes[k] / scale
-            if min(box[2] - box[0], box[3] - box[1]) < self.config.min_face_size:
-                continue
-            detections.append(
-                Detection(
-                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                    score=float(scores[k]),
-                    landmarks=(pts[k] / scale).astype(np.float32),
-                )
-            )
+        nms = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.config.score_threshold,
+                                            self.config.nms_iou), dtype=np.int64).reshape(-1)
+        order = [int(k) for k in nms if min(xywh[k, 2], xywh[k, 3]) >= self.config.min_face_size]
+        kept = _suppress_contained(boxes, order, self.config.containment)
+        clipped = np.clip(boxes, 0, [width, height, width, height])
+        detections = [Detection(box=tuple(float(v) for v in clipped[k]), score=float(scores[k]),  # type: ignore[arg-type]
+                                landmarks=pts[k].astype(np.float32)) for k in kept]
         detections.sort(key=lambda d: d.score, reverse=True)
         return detections
+
+
+def _resize(image: np.ndarray, scale: float) -> np.ndarray:
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    if size == (image.shape[1], image.shape[0]):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def _suppress_contained(boxes: np.ndarray, order: Sequence[int], containment: float) -> list[int]:
+    """Keep boxes largest first; drop one when ``containment`` of it lies inside a kept box.
+
+    Two real faces never lie one inside the other, but the parts of a face too large for the fine
+    pass (an eye, a mouth, half the face) do; plain NMS keeps them because their IoU with the whole
+    face is small.
+    """
+    by_area = sorted(order, key=lambda k: -float(np.prod(boxes[k, 2:] - boxes[k, :2])))
+    kept: list[int] = []
+    for k in by_area:
+        x1, y1, x2, y2 = boxes[k]
+        area = max((x2 - x1) * (y2 - y1), 1e-9)
+        inside = False
+        for j in kept:
+            ix = max(0.0, min(x2, boxes[j, 2]) - max(x1, boxes[j, 0]))
+            iy = max(0.0, min(y2, boxes[j, 3]) - max(y1, boxes[j, 1]))
+            if ix * iy / area >= containment:
+                inside = True
+                break
+        if not inside:
+            kept.append(k)
+    return kept

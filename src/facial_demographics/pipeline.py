@@ -36,6 +36,12 @@ def source_name(source: Source, index: int) -> str:
     return str(getattr(source, "name", f"<stream {index}>"))
 
 
+def _clipped_points(points: np.ndarray, width: int | None, height: int | None) -> list[tuple[float, float]]:
+    """Landmarks as reported: inside the image, like the box (alignment used the unclipped ones)."""
+    hi = np.array([width or np.inf, height or np.inf])
+    return [(float(x), float(y)) for x, y in np.clip(points, 0, hi)]
+
+
 @dataclass
 class _Staged:
     """One image after reading, detection and alignment, waiting for the model."""
@@ -77,8 +83,10 @@ class FaceAnalyzer:
             # Images are detected in parallel by the thread pool, so each detection uses one thread
             # unless told otherwise (more would oversubscribe the cores).
             cfg = detector or DetectorConfig(threads=threads or (1 if self.io_workers > 1 else None))
-            if cropped:  # we know a face is there: accept weaker detections before falling back
-                cfg = DetectorConfig(**{**cfg.__dict__, "score_threshold": self.alignment.single_score_threshold})
+            if cropped:  # we know a face is there: accept weaker detections before falling back; one
+                # pass, exactly as the training cache was built
+                cfg = DetectorConfig.single_scale(threads=cfg.threads,
+                                                  score_threshold=self.alignment.single_score_threshold)
             self.detector = FaceDetector(cfg)
         self.cropped = cropped
         self.batch_size = batch_size
@@ -120,7 +128,7 @@ class FaceAnalyzer:
                 item.result.faces.append(Face(
                     box=det.box,
                     score=det.score,
-                    landmarks=[(float(x), float(y)) for x, y in det.landmarks],
+                    landmarks=_clipped_points(det.landmarks, item.result.width, item.result.height),
                     age=float(age[k]),
                     age_interval=(float(low[k]), float(high[k])),
                     age_group=age_group(float(age[k])),

@@ -79,8 +79,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(alignment: AlignmentConfig, threads: int) -> None:
-    _WORKER["detector"] = FaceDetector(DetectorConfig(score_threshold=alignment.single_score_threshold,
-                                                      threads=threads))
+    _WORKER["detector"] = FaceDetector(DetectorConfig.single_scale(score_threshold=alignment.single_score_threshold,
+                                                                   threads=threads))
     _WORKER["alignment"] = alignment
 
 
