@@ -82,7 +82,7 @@ HEAVY = ("torch", "pandas", "scipy", "matplotlib", "pyarrow")
 
 
 def test_inference_imports_none_of_the_heavy_extras(tmp_path: Path, astronaut: np.ndarray) -> None:
-    """analyze (with annotation and CSV), the server's app and its /docs run on the slim install: no torch,
+    """analyze (with annotation and CSV), demo, the server's app and its /docs run on the slim install: no torch,
     pandas, scipy, matplotlib or pyarrow is even imported (they belong to the data and train extras)."""
     import subprocess
     import sys
@@ -95,6 +95,8 @@ from typer.testing import CliRunner
 from facial_demographics.cli import app
 res = CliRunner().invoke(app, ["analyze", {str(photo)!r}, "-f", "csv", "--annotate", {str(tmp_path / "ann")!r}])
 assert res.exit_code == 0, res.output
+res = CliRunner().invoke(app, ["demo", "--out", {str(tmp_path / "demo.png")!r}])
+assert res.exit_code == 0 and "astronaut.png (bundled sample): 1 face(s)" in res.output, res.output
 from starlette.testclient import TestClient
 from facial_demographics.server import ServerSettings, create_app
 with TestClient(create_app(ServerSettings())) as client:

@@ -275,10 +275,13 @@ def analyze(
         raise typer.Exit(1)
 
 
+SAMPLE_PHOTO = Path(__file__).parent / "samples" / "astronaut.png"
+
+
 @app.command()
 def demo(
     image: Annotated[
-        Path | None, typer.Argument(help="A photo (default: scikit-image's public-domain astronaut).")
+        Path | None, typer.Argument(help="A photo (default: a public-domain NASA portrait, scikit-image's astronaut).")
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the annotated image.")] = Path(
         "out/demo.png"
@@ -286,26 +289,19 @@ def demo(
     model: ModelOption = None,
 ) -> None:
     """The main job on the bundled defaults: analyse a real photo and write an annotated copy."""
-    import numpy as np
     from PIL import Image
 
     from .annotate import draw, label
     from .imaging import ImageError, read_image
     from .pipeline import FaceAnalyzer
 
-    if image is None:
-        try:
-            from skimage import data
-        except ImportError as exc:
-            err.print("[red]Give a photo, or install scikit-image for the default astronaut photo.[/red]")
-            raise typer.Exit(2) from exc
-        pixels, name = np.ascontiguousarray(data.astronaut()), "skimage.data.astronaut()"
-    else:
-        try:
-            pixels, name = read_image(image), str(image)
-        except ImageError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from exc
+    photo = image or SAMPLE_PHOTO
+    name = str(image) if image is not None else "astronaut.png (bundled sample)"
+    try:
+        pixels = read_image(photo, name=name)
+    except ImageError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     result = FaceAnalyzer(model).analyze(pixels, name=name)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(draw(pixels, result.faces)).save(out)
