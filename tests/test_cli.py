@@ -66,13 +66,48 @@ def test_json_and_csv_carry_the_same_fields(photo_dir: Path, tiny_bundle: Path, 
     astro = next(r for r in rows if r["path"].endswith("astronaut.jpg"))
     face = results[0]["faces"][0]
     assert float(astro["age"]) == pytest.approx(face["age"])
-    assert json.loads(astro["age_interval"]) == face["age_interval"]
+    assert [float(astro[k]) for k in ("age_low", "age_high")] == face["age_interval"]
+    assert [float(astro[k]) for k in ("x1", "y1", "x2", "y2")] == face["box"]
     assert astro["gender"] == face["gender"]
+    p = float(astro["gender_probability"])
+    assert float(astro["p_female"]) == pytest.approx(p if face["gender"] == "female" else 1 - p)
+
+
+def test_csv_is_flat_numbers(photo_dir: Path, tiny_bundle: Path) -> None:
+    code, out = _run("analyze", str(photo_dir), "-f", "csv", "-m", str(tiny_bundle))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == ("path,width,height,face,x1,y1,x2,y2,score,age,age_low,age_high,age_group,gender,"
+                        "gender_probability,p_female,error")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    blank = next(r for r in rows if r["path"].endswith("blank.png"))
+    assert blank["face"] == "" and blank["x1"] == "" and blank["width"] == "120"
+    for row in rows:
+        if row["face"]:
+            x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+            assert 0 <= x1 < x2 <= float(row["width"]) and 0 <= y1 < y2 <= float(row["height"])
+            assert float(row["age_low"]) <= float(row["age"]) <= float(row["age_high"])
+            assert row["age_group"] in AGE_GROUPS
+    # What `cut -d, -f` sees: the same number of fields on every line, no JSON brackets.
+    assert len({line.count(",") for line in lines}) == 1 and "[" not in out
+
+
+def test_csv_landmarks_flag(photo_dir: Path, tiny_bundle: Path) -> None:
+    code, out = _run("analyze", str(photo_dir / "astronaut.jpg"), "-f", "csv", "--landmarks", "-m", str(tiny_bundle))
+    assert code == 0
+    row = next(csv.DictReader(io.StringIO(out)))
+    names = [f"{p}_{a}" for p in ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left") for a in "xy"]
+    assert list(row)[-11:] == [*names, "error"]
+    xs = [float(row[n]) for n in names[0::2]]
+    ys = [float(row[n]) for n in names[1::2]]
+    assert all(float(row["x1"]) <= x <= float(row["x2"]) for x in xs)
+    assert all(float(row["y1"]) <= y <= float(row["y2"]) for y in ys)
+    assert xs[0] < xs[1]  # the eye with the smaller x first
 
 
 def test_table_output(photo_dir: Path, tiny_bundle: Path) -> None:
     code, out = _run("analyze", str(photo_dir / "astronaut.jpg"), "-m", str(tiny_bundle))
-    assert code == 0 and "Faces" in out
+    assert code == 0 and "Faces" in out and "P(gender)" in out
     assert any(group in out for group in AGE_GROUPS) and ("male" in out or "female" in out)
 
 
@@ -127,3 +162,55 @@ def test_console_script_help_and_version() -> None:
     for command in commands:
         res = runner.invoke(app, [*command, "--help"])
         assert res.exit_code == 0 and "Usage" in res.stdout
+
+
+def test_folder_of_folders_says_use_recursive(photo_dir: Path, tmp_path: Path, tiny_bundle: Path) -> None:
+    parent = tmp_path / "albums"
+    parent.mkdir()
+    (parent / "2024").mkdir()
+    (parent / "2024" / "astronaut.jpg").write_bytes((photo_dir / "astronaut.jpg").read_bytes())
+    result = runner.invoke(app, ["analyze", str(parent), "-f", "jsonl", "-m", str(tiny_bundle)])
+    assert result.exit_code == 2 and "use --recursive" in result.stderr
+    result = runner.invoke(app, ["analyze", str(parent), "-r", "-f", "jsonl", "-m", str(tiny_bundle)])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+
+
+def test_skipped_files_are_counted(photo_dir: Path, tiny_bundle: Path) -> None:
+    (photo_dir / "notes.txt").write_text("not a photo")
+    (photo_dir / "clip.gif").write_bytes(b"GIF89a")
+    result = runner.invoke(app, ["analyze", str(photo_dir), "-f", "jsonl", "-m", str(tiny_bundle)])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3
+    assert "3 images, 2 faces, 0 unreadable; 2 files skipped" in result.stderr
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(
+    photo_dir: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import facial_demographics.cli as cli
+
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)  # a line after every window of images instead of every 5 s
+    photo = (photo_dir / "astronaut.jpg").read_bytes()
+    for i in range(17):  # three windows of 8 images
+        (photo_dir / f"copy{i:02d}.jpg").write_bytes(photo)
+    result = runner.invoke(app, ["analyze", str(photo_dir), "-f", "jsonl", "--batch-size", "1",
+                                 "-m", str(tiny_bundle)])
+    assert result.exit_code == 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("analysed ")]
+    assert lines == ["analysed 8/20 images (40 %)", "analysed 16/20 images (80 %)"], result.stderr
+    assert result.stdout.count("\n") == 20  # progress goes to stderr only
+
+
+def test_short_help_option() -> None:
+    for args in (["-h"], ["analyze", "-h"], ["data", "prepare", "-h"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0 and "Usage" in res.stdout and "--help" in res.stdout, args
+
+
+def test_data_commands_name_their_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pandas" else real(name, *a))
+    result = runner.invoke(app, ["data", "stats", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "needs the 'data' extra" in result.stderr and "facial-demographics[data]" in result.stderr

@@ -29,7 +29,8 @@ CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
-FIRST_BOX_COLOUR = (0xE1, 0x1D, 0x48)  # PALETTE[0] in app.js
+PALETTE = [(0xE1, 0x1D, 0x48), (0x25, 0x63, 0xEB), (0x16, 0xA3, 0x4A), (0xD9, 0x77, 0x06)]  # app.js, first four
+FIRST_BOX_COLOUR = PALETTE[0]
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,10 +62,8 @@ def photos(tmp_path: Path, astronaut: np.ndarray) -> tuple[Path, Path]:
     return good, bad
 
 
-def open_page(browser: Any, url: str, **context_options: Any) -> tuple[Any, Any, list[str]]:
-    """A fresh page that records (and blocks) any request leaving the app's origin."""
-    context = browser.new_context(**context_options)
-    page = context.new_page()
+def block_outside(page: Any, url: str) -> list[str]:
+    """Abort every request that leaves the app's origin (as if offline); the list fills with their URLs."""
     outside: list[str] = []
 
     def route(r: Any) -> None:
@@ -75,6 +74,14 @@ def open_page(browser: Any, url: str, **context_options: Any) -> tuple[Any, Any,
             r.abort()
 
     page.route("**/*", route)
+    return outside
+
+
+def open_page(browser: Any, url: str, **context_options: Any) -> tuple[Any, Any, list[str]]:
+    """A fresh page that records (and blocks) any request leaving the app's origin."""
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    outside = block_outside(page, url)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url + "/")
@@ -109,6 +116,8 @@ def test_upload_shows_boxes_and_table(browser: Any, server: str, photos: tuple[P
     pixel = _box_edge_pixel(page, server, good)
     assert all(abs(a - b) <= 40 for a, b in zip(pixel, FIRST_BOX_COLOUR, strict=True)), pixel
 
+    page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('Done')")
+    assert page.inner_text("#status") == "Done, 1 rejected"
     failed = page.locator(".card.failed")
     assert failed.locator(".card-title").inner_text() == "notes.jpg"
     error_text = failed.locator(".error-box").inner_text()
@@ -183,3 +192,98 @@ def test_api_key_prompt(browser: Any, tiny_bundle: Path, photos: tuple[Path, Pat
         page.set_input_files("#file-input", [str(photos[0])])
         page.wait_for_selector(".card .badge.ok")
         context.close()
+
+
+def four_in_a_row(astronaut: np.ndarray) -> np.ndarray:
+    """Four copies of the astronaut's head and shoulders side by side (1000x300): four real faces whose
+    labels are wider than the gap between them."""
+    return np.concatenate([astronaut[0:300, 100:350]] * 4, axis=1)
+
+
+def test_labels_of_a_row_of_faces_do_not_overlap(
+    browser: Any, server: str, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    photo = tmp_path / "row.jpg"
+    photo.write_bytes(encode_jpeg(four_in_a_row(astronaut)))
+    context, page, problems = open_page(browser, server, viewport={"width": 1100, "height": 900})
+    page.set_input_files("#file-input", [str(photo)])
+    page.wait_for_selector(".card .badge.ok")
+    assert page.inner_text(".card .badge") == "4 faces"
+    labels = page.evaluate("JSON.parse(document.querySelector('.card canvas').dataset.labels)")
+    width, height = page.evaluate("[document.querySelector('.card canvas').width, "
+                                  "document.querySelector('.card canvas').height]")
+    assert [label["n"] for label in labels] == [1, 2, 3, 4]
+    # Numbered in reading order: one row, so left to right.
+    lefts = [label["box"][0] for label in labels]
+    assert lefts == sorted(lefts) and len(set(lefts)) == 4
+    rects = [label["rect"] for label in labels]
+    for x1, y1, x2, y2 in rects:
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    for i, a in enumerate(rects):
+        for b in rects[i + 1:]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1]), (a, b)
+    # None hidden: each label's own colour shows at its top-left corner (PALETTE in app.js).
+    for (x1, y1, _, _), colour in zip(rects, PALETTE[:4], strict=True):
+        pixel = page.evaluate(
+            "([x, y]) => Array.from(document.querySelector('.card canvas').getContext('2d')"
+            ".getImageData(x, y, 1, 1).data.slice(0, 3))", [int(x1) + 1, int(y1) + 1])
+        assert all(abs(p - c) <= 8 for p, c in zip(pixel, colour, strict=True)), (pixel, colour)
+    # The table lists the faces in the same order, with the same numbers.
+    numbers = page.locator(".card tbody tr td:first-child").all_inner_texts()
+    assert [n.strip() for n in numbers] == ["1", "2", "3", "4"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "webapp-row.png"), full_page=True)
+    assert problems == []
+    context.close()
+
+
+def test_small_photo_is_not_upscaled(browser: Any, server: str, astronaut: np.ndarray, tmp_path: Path) -> None:
+    from PIL import Image
+
+    photo = tmp_path / "small.png"
+    Image.fromarray(astronaut).resize((256, 256)).save(photo)
+    context, page, problems = open_page(browser, server, viewport={"width": 1100, "height": 900})
+    page.set_input_files("#file-input", [str(photo)])
+    page.wait_for_selector(".card .badge.ok")
+    shown = page.evaluate("document.querySelector('.card canvas').getBoundingClientRect().width")
+    card = page.evaluate("document.querySelector('.card').getBoundingClientRect().width")
+    assert shown == pytest.approx(256, abs=1) and card > 600  # room to stretch, yet natural size
+    assert page.inner_text("#status") == "Done."
+    assert problems == []
+    context.close()
+
+
+def test_drag_over_highlights_the_drop_zone(browser: Any, server: str) -> None:
+    context, page, problems = open_page(browser, server)
+    style = "(() => { const s = getComputedStyle(document.querySelector('#drop-zone'));" \
+            " return [s.borderTopStyle, s.backgroundColor, s.boxShadow]; })()"
+    before = page.evaluate(style)
+    data = page.evaluate_handle("new DataTransfer()")
+    page.dispatch_event("#drop-zone", "dragenter", {"dataTransfer": data})
+    page.dispatch_event(".drop-text", "dragenter", {"dataTransfer": data})  # crossing into a child...
+    page.dispatch_event("#drop-zone", "dragleave", {"dataTransfer": data})  # ...and out of the zone itself
+    page.wait_for_timeout(300)  # the CSS transition
+    during = page.evaluate(style)
+    assert before[0] == "dashed" and during[0] == "solid"
+    assert during[1] != before[1] and during[2] != "none"
+    page.dispatch_event("#drop-zone", "dragleave", {"dataTransfer": data})
+    page.wait_for_timeout(300)
+    assert page.evaluate(style) == before
+    assert problems == []
+    context.close()
+
+
+@pytest.mark.parametrize(("path", "operation"), [("/docs", ".opblock"), ("/redoc", '[data-section-id^="operation/"]')])
+def test_api_docs_render_offline(browser: Any, server: str, path: str, operation: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    outside = block_outside(page, server)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + path)
+    # Selectors, not wait_for_function: the docs' CSP (rightly) forbids the eval that would need.
+    page.locator(operation).nth(2).wait_for(timeout=20_000)  # three operations rendered
+    text = page.text_content("body") or ""
+    assert "/v1/analyze" in text and "/v1/model" in text and "/healthz" in text
+    assert outside == [] and errors == []  # no CDN, fonts or favicon from elsewhere
+    context.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import glob
+import importlib.util
 import io
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
 )
 data_app = typer.Typer(help="Dataset tools: statistics, splits and the aligned-face cache.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -61,21 +64,46 @@ def main(
     """facial-demographics: age and gender for every face in a photo."""
 
 
-def expand_inputs(items: Iterable[str], recursive: bool) -> list[str]:
-    """Files as given, folders scanned for images (sorted), globs expanded; unmatched items kept
-    so that they are reported as errors rather than silently dropped."""
-    out: list[str] = []
+@dataclass
+class InputScan:
+    """What :func:`expand_inputs` found: the files to analyse and what it left out."""
+
+    paths: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files in scanned folders with other extensions
+    nested: list[str] = field(default_factory=list)  # folders with no images but subfolders (no --recursive)
+
+
+def expand_inputs(items: Iterable[str], recursive: bool) -> InputScan:
+    """Files as given, folders scanned for images (sorted), globs expanded.
+
+    Unmatched items are kept so that they are reported as errors rather than silently dropped; files
+    named explicitly are kept whatever their extension (the reader decides).
+
+    Args:
+        items: file paths, folders or glob patterns, as typed.
+        recursive: scan folders (and ``**`` globs) recursively.
+
+    Returns:
+        The paths to analyse, the files skipped for their extension, and the folders that only hold
+        subfolders (a hint to use ``--recursive``).
+    """
+    scan = InputScan()
     for item in items:
         path = Path(item)
         if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            out.extend(sorted(str(p) for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            entries = sorted(path.glob("**/*" if recursive else "*"))
+            files = [p for p in entries if p.is_file()]
+            images = [str(p) for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+            scan.paths.extend(images)
+            scan.skipped.extend(str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES)
+            if not images and not recursive and any(p.is_dir() for p in entries):
+                scan.nested.append(item)
         elif any(ch in item for ch in "*?[") and not path.exists():
             matches = sorted(glob.glob(item, recursive=recursive))
-            out.extend(matches if matches else [item])
+            scan.paths.extend(matches if matches else [item])
         else:
-            out.append(item)
-    return out
+            scan.paths.append(item)
+    return scan
 
 
 class OutputFormat(str, Enum):
@@ -85,29 +113,40 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
-CSV_FIELDS = ["path", "width", "height", "face", "box", "score", "landmarks", "age", "age_interval",
-              "age_group", "gender", "gender_probability", "error"]
+#: Flat CSV columns, one row per face (one row with empty face columns for an image without faces).
+CSV_FIELDS = ["path", "width", "height", "face", "x1", "y1", "x2", "y2", "score", "age", "age_low", "age_high",
+              "age_group", "gender", "gender_probability", "p_female", "error"]
+#: With --landmarks: the five landmarks (as in ``Detection``), x and y each, inserted before ``error``.
+LANDMARK_FIELDS = [f"{point}_{axis}" for point in ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+                   for axis in ("x", "y")]
 
 
-def _csv_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+def csv_rows(result: dict[str, Any], landmarks: bool = False) -> list[dict[str, Any]]:
+    """Flat CSV rows (see :data:`CSV_FIELDS`) for one ``ImageResult.to_dict()``; numbers, never JSON in a cell."""
+    from .types import p_female
+
     base = {"path": result["path"], "width": result["width"], "height": result["height"], "error": result["error"]}
-    if not result["faces"]:
-        return [base]
     rows = []
     for i, face in enumerate(result["faces"]):
-        row = {**base, "face": i, **face}
-        for key in ("box", "landmarks", "age_interval"):
-            row[key] = json.dumps(row[key])
+        x1, y1, x2, y2 = face["box"]
+        low, high = face["age_interval"]
+        row = {**base, "face": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "score": face["score"], "age": face["age"],
+               "age_low": low, "age_high": high, "age_group": face["age_group"], "gender": face["gender"],
+               "gender_probability": face["gender_probability"]}
+        pf = p_female(face["gender"], face["gender_probability"])
+        row["p_female"] = None if pf is None else round(pf, 4)
+        if landmarks:
+            row.update(zip(LANDMARK_FIELDS, (v for point in face["landmarks"] for v in point), strict=True))
         rows.append(row)
-    return rows
+    return rows or [base]
 
 
-def _write_results(results: list[dict[str, Any]], fmt: OutputFormat, output: Path | None) -> None:
+def _write_results(results: list[dict[str, Any]], fmt: OutputFormat, output: Path | None, landmarks: bool) -> None:
     if fmt is OutputFormat.table:
         from rich.table import Table
 
         table = Table(title="Faces")
-        for col in ("image", "#", "age", "interval", "group", "gender", "p", "score", "error"):
+        for col in ("image", "#", "age", "interval", "group", "gender", "P(gender)", "score", "error"):
             table.add_column(col)
         for r in results:
             if not r["faces"]:
@@ -130,10 +169,11 @@ def _write_results(results: list[dict[str, Any]], fmt: OutputFormat, output: Pat
         for r in results:
             buffer.write(json.dumps(r, ensure_ascii=False) + "\n")
     else:
-        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
+        fields = CSV_FIELDS[:-1] + LANDMARK_FIELDS + CSV_FIELDS[-1:] if landmarks else CSV_FIELDS
+        writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
         for r in results:
-            writer.writerows(_csv_rows(r))
+            writer.writerows(csv_rows(r, landmarks))
     if output:
         output.write_text(buffer.getvalue(), encoding="utf-8")
     else:
@@ -154,6 +194,43 @@ def _annotate_to(directory: Path, path: str, faces: list[Any], index: int) -> No
     Image.fromarray(draw(image, faces)).save(directory / f"{index:05d}_{Path(path).stem}.png")
 
 
+#: Seconds between progress lines when stderr is not a terminal (a log file or CI).
+PROGRESS_EVERY_S = 5.0
+
+
+@contextmanager
+def _progress(total: int, what: str = "images") -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``: a bar with counts on a terminal, else a plain line every few seconds."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True, disable=total < 2) as bar:
+            task = bar.add_task(f"Analysing {what}", total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+    done, last = 0, time.monotonic()
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        if time.monotonic() - last >= PROGRESS_EVERY_S and done < total:
+            last = time.monotonic()
+            err.print(f"analysed {done}/{total} {what} ({100 * done / total:.0f} %)", highlight=False)
+
+    yield advance
+
+
+def _summary(results: list[Any], skipped: int) -> str:
+    faces = sum(len(r.faces) for r in results)
+    failed = sum(not r.ok for r in results)
+    text = f"{len(results)} image{'s' * (len(results) != 1)}, {faces} face{'s' * (faces != 1)}, {failed} unreadable"
+    if skipped:
+        text += f"; {skipped} file{'s' * (skipped != 1)} skipped (not {', '.join(sorted(IMAGE_SUFFIXES))})"
+    return text
+
+
 @app.command()
 def analyze(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
@@ -162,6 +239,8 @@ def analyze(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")] = None,
     annotate: Annotated[Path | None, typer.Option("--annotate", help="Write annotated images to DIR.")] = None,
     cropped: Annotated[bool, typer.Option("--cropped", help="Each input is one already-cropped face.")] = False,
+    landmarks: Annotated[bool, typer.Option(
+        "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
     model: ModelOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 32,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")] = None,
@@ -170,36 +249,39 @@ def analyze(
 
     Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output).
     """
-    from rich.progress import Progress
-
     from .pipeline import FaceAnalyzer
 
-    inputs = expand_inputs(paths, recursive)
+    scan = expand_inputs(paths, recursive)
+    inputs = scan.paths
+    for folder in scan.nested:
+        err.print(f"[yellow]{folder} holds only folders: use --recursive to analyse the images inside them[/yellow]")
     if not inputs:
         err.print("[red]No images found in the given paths.[/red]")
         raise typer.Exit(2)
     with _user_errors("Cannot load the model:"):
         analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
     results = []
-    show = len(inputs) > 1 and sys.stderr.isatty()
-    with Progress(console=err, disable=not show, transient=True) as progress:
-        task = progress.add_task("Analysing", total=len(inputs))
-        for i, result in enumerate(analyzer.iter_analyze(inputs, progress=lambda n: progress.advance(task, n))):
+    with _progress(len(inputs)) as advance:
+        for i, result in enumerate(analyzer.iter_analyze(inputs, progress=advance)):
             results.append(result)
             if annotate is not None and result.ok:
                 _annotate_to(annotate, inputs[i], result.faces, i)
-    _write_results([r.to_dict() for r in results], fmt, output)
+    _write_results([r.to_dict() for r in results], fmt, output, landmarks)
     failed = [r for r in results if not r.ok]
     for r in failed:
         err.print(f"[yellow]{r.path}: {r.error}[/yellow]")
+    err.print(_summary(results, len(scan.skipped)), highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+SAMPLE_PHOTO = Path(__file__).parent / "samples" / "astronaut.png"
 
 
 @app.command()
 def demo(
     image: Annotated[
-        Path | None, typer.Argument(help="A photo (default: scikit-image's public-domain astronaut).")
+        Path | None, typer.Argument(help="A photo (default: a public-domain NASA portrait, scikit-image's astronaut).")
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the annotated image.")] = Path(
         "out/demo.png"
@@ -207,26 +289,19 @@ def demo(
     model: ModelOption = None,
 ) -> None:
     """The main job on the bundled defaults: analyse a real photo and write an annotated copy."""
-    import numpy as np
     from PIL import Image
 
     from .annotate import draw, label
     from .imaging import ImageError, read_image
     from .pipeline import FaceAnalyzer
 
-    if image is None:
-        try:
-            from skimage import data
-        except ImportError as exc:
-            err.print("[red]Give a photo, or install scikit-image for the default astronaut photo.[/red]")
-            raise typer.Exit(2) from exc
-        pixels, name = np.ascontiguousarray(data.astronaut()), "skimage.data.astronaut()"
-    else:
-        try:
-            pixels, name = read_image(image), str(image)
-        except ImageError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from exc
+    photo = image or SAMPLE_PHOTO
+    name = str(image) if image is not None else "astronaut.png (bundled sample)"
+    try:
+        pixels = read_image(photo, name=name)
+    except ImageError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     result = FaceAnalyzer(model).analyze(pixels, name=name)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(draw(pixels, result.faces)).save(out)
@@ -247,6 +322,7 @@ def data_prepare(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
 ) -> None:
     """Detect and align every image once into a memory-mappable cache (resumable)."""
+    _need_extra("data")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from .alignment import AlignmentConfig
@@ -280,6 +356,7 @@ def data_stats(
     fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
 ) -> None:
     """Counts, rejected items, age histogram, gender and race balance."""
+    _need_extra("data")
     from .datasets.stats import stats_command
 
     stats_command(dataset, out, fmt)
@@ -295,6 +372,7 @@ def data_split(
     fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
 ) -> None:
     """Write a deterministic train/val/test split, stratified by age band and gender."""
+    _need_extra("data")
     from .datasets.splits import split_command
 
     split_command(dataset, out, val, test, seed, fmt)
@@ -317,6 +395,7 @@ def evaluate(
     fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
 ) -> None:
     """Evaluate a model on a labelled split: accuracy, fairness and trust, in a self-contained report."""
+    _need_extra("data")
     from .evaluation.evaluate import evaluate_command
 
     with _user_errors():
@@ -370,6 +449,7 @@ def robustness(
     out: Annotated[Path | None, typer.Option("--out", help="Write robustness.json and robustness.png here.")] = None,
 ) -> None:
     """How far ages and genders move under JPEG, blur, low resolution, sharpening and noise."""
+    _need_extra("data")
     from .evaluation.robustness import robustness_command
 
     with _user_errors():
@@ -403,9 +483,8 @@ def serve(
     try:
         from .server import serve_command
     except ImportError as exc:
-        err.print(
-            f"[red]The server needs the 'serve' extra: pip install 'facial-demographics[serve]' ({exc})[/red]"
-        )
+        err.print(f"The server needs the 'serve' extra: pip install 'facial-demographics[serve]' ({exc})",
+                  style="red", markup=False)
         raise typer.Exit(2) from exc
     with _user_errors("Cannot start the server:"):
         serve_command(
@@ -423,13 +502,20 @@ def serve(
         )
 
 
-def _need_training_extra() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        err.print("[red]Training needs the 'train' extra: pip install torch==2.13.0 "
-                  "'facial-demographics[train]'[/red]")
-        raise typer.Exit(2) from exc
+_EXTRAS = {
+    "data": ("pandas", "pyarrow", "scipy", "matplotlib"),
+    "train": ("torch", "kornia", "onnx", "pandas", "pyarrow", "scipy", "matplotlib"),
+}
+
+
+def _need_extra(extra: str) -> None:
+    """Exit with an install line when an extra's packages are missing (checked without importing them)."""
+    missing = [m for m in _EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        torch = "torch==2.13.0 " if extra == "train" else ""
+        err.print(f"This command needs the '{extra}' extra ({', '.join(missing)} not installed): "
+                  f"pip install {torch}'facial-demographics[{extra}]'", style="red", markup=False)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -445,7 +531,7 @@ def train(
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")] = None,
 ) -> None:
     """Train a model from a TOML config: checkpoints every epoch, metrics CSV/JSON, learning curves."""
-    _need_training_extra()
+    _need_extra("train")
     from .training import train_command
 
     with _user_errors():
@@ -466,7 +552,7 @@ def export(
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
 ) -> None:
     """Export a checkpoint to an ONNX model bundle and check it against torch on real faces."""
-    _need_training_extra()
+    _need_extra("train")
     from .training import export_command
 
     with _user_errors():
@@ -485,6 +571,7 @@ def compare_runs(
     out: Annotated[Path | None, typer.Option("--out", help="Write comparison.csv/.md/.png here.")] = None,
 ) -> None:
     """Compare training runs at their best validation epoch (table, markdown and an overlay plot)."""
+    _need_extra("data")
     from .training.compare import compare_command
 
     with _user_errors():

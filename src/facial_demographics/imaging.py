@@ -20,7 +20,7 @@ import os
 import struct
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import IO
+from typing import IO, Literal
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -44,7 +44,9 @@ _SIGNATURES = {
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
 EncodedSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
-ImageSource = EncodedSource | np.ndarray
+ImageSource = EncodedSource | np.ndarray | Image.Image
+#: Channel order of a numpy array: "rgb" (Pillow, scikit-image, matplotlib) or "bgr" (OpenCV's cv2.imread).
+Channels = Literal["rgb", "bgr"]
 
 
 class ImageError(ValueError):
@@ -85,17 +87,34 @@ class UnsupportedImageError(ImageError):
 
 
 def read_image(
-    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None, channels: Channels = "rgb"
 ) -> np.ndarray:
     """Read ``source`` into a new, C-contiguous (H, W, 3) uint8 RGB array, upright per its EXIF.
 
-    ``source`` is a path, encoded bytes, a binary file object (read from its start) or an array:
-    (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA of uint8, uint16 or float in [0, 1].
-    ``name`` replaces the display name used in errors (e.g. an upload's filename).
-    Raises an :class:`ImageError` subclass for anything it refuses.
+    Args:
+        source: a path, encoded bytes, a binary file object (read from its start), a ``PIL.Image.Image``
+            (any mode; EXIF orientation applied) or an array: (H, W), (H, W, 1), (H, W, 3) or
+            (H, W, 4) of uint8, uint16 or float in [0, 1].
+        max_pixels: refuse larger images (checked from the header, before decoding).
+        name: display name used in errors (e.g. an upload's filename).
+        channels: the channel order of a 3- or 4-channel array: "rgb", or "bgr" for OpenCV's
+            ``cv2.imread`` (BGR/BGRA). Files and PIL images carry their own order, so it applies to arrays only.
+
+    Returns:
+        The RGB pixels.
+
+    Raises:
+        ImageError: a subclass naming the reason for anything it refuses.
+        ValueError: ``channels`` is neither "rgb" nor "bgr".
     """
+    if channels not in ("rgb", "bgr"):
+        raise ValueError(f'channels must be "rgb" or "bgr", got {channels!r}')
     if isinstance(source, np.ndarray):
+        if channels == "bgr" and source.ndim == 3 and source.shape[2] in (3, 4):
+            source = source[:, :, [2, 1, 0, 3][: source.shape[2]]]  # BGR(A) -> RGB(A); _array_to_rgb copies
         return _array_to_rgb(source, name or "<array>", max_pixels)
+    if isinstance(source, Image.Image):
+        return _read_pil(source, name or getattr(source, "filename", "") or "<PIL image>", max_pixels)
     with _open(source, name) as (im, label):
         _check_pixels(im.width, im.height, max_pixels, label)
         try:
@@ -117,12 +136,28 @@ def image_size(source: ImageSource, *, name: str | None = None) -> tuple[int, in
         if source.ndim < 2:
             raise UnsupportedImageError(name or "<array>", f"array shape {source.shape} is not an image")
         return int(source.shape[1]), int(source.shape[0])
+    if isinstance(source, Image.Image):
+        return _upright_size(source)
     with _open(source, name) as (im, _):
-        try:
-            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-        except _DECODE_ERRORS:
-            orientation = 1
-        return (im.height, im.width) if orientation in (5, 6, 7, 8) else (im.width, im.height)
+        return _upright_size(im)
+
+
+def _upright_size(im: Image.Image) -> tuple[int, int]:
+    try:
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except _DECODE_ERRORS:
+        orientation = 1
+    return (im.height, im.width) if orientation in (5, 6, 7, 8) else (im.width, im.height)
+
+
+def _read_pil(im: Image.Image, label: str, max_pixels: int | None) -> np.ndarray:
+    """A caller's PIL image (already opened, maybe not yet decoded): any mode Pillow can convert."""
+    _check_pixels(im.width, im.height, max_pixels, label)
+    try:
+        upright = ImageOps.exif_transpose(im)  # a copy: the caller's image is left as it was
+    except _DECODE_ERRORS as exc:
+        raise TruncatedImageError(label, f"decoding failed part way, truncated or corrupt ({exc})") from None
+    return _pil_to_rgb(upright, label)
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -16,21 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from .alignment import align, align_single
 from .detection import DetectorConfig, FaceDetector
-from .imaging import DEFAULT_MAX_PIXELS, ImageError, read_image
+from .imaging import DEFAULT_MAX_PIXELS, Channels, ImageError, read_image
 from .model import AgeGenderModel, ModelBundle
 from .types import AlignedFace, Face, ImageResult, age_group
 
-Source = Any  # str | Path | bytes | binary file object | np.ndarray
+Source = Any  # str | Path | bytes | binary file object | np.ndarray | PIL.Image.Image
 
 
 def source_name(source: Source, index: int) -> str:
+    """The ``ImageResult.path`` of a source: the path itself, or a placeholder such as ``<array 3>``."""
     if isinstance(source, (str, Path)):
         return str(source)
     if isinstance(source, np.ndarray):
         return f"<array {index}>"
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or f"<image {index}>"
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<bytes {index}>"
     return str(getattr(source, "name", f"<stream {index}>"))
@@ -97,10 +101,10 @@ class FaceAnalyzer:
         return self.model.bundle.public_manifest()
 
     # -- stages ---------------------------------------------------------------------------------
-    def _stage(self, source: Source, name: str) -> _Staged:
+    def _stage(self, source: Source, name: str, channels: Channels = "rgb") -> _Staged:
         """Read, detect and align one image; errors become ``ImageResult.error``, never exceptions."""
         try:
-            image = read_image(source, max_pixels=self.max_pixels, name=name)
+            image = read_image(source, max_pixels=self.max_pixels, name=name, channels=channels)
         except ImageError as exc:
             return _Staged(ImageResult(path=name, error=exc.reason))
         height, width = image.shape[:2]
@@ -140,15 +144,32 @@ class FaceAnalyzer:
         return [item.result for item in staged]
 
     # -- public API -----------------------------------------------------------------------------
-    def analyze(self, source: Source, name: str | None = None) -> ImageResult:
-        """Analyse one image (path, bytes, file object or RGB array)."""
-        return self._finish([self._stage(source, name or source_name(source, 0))])[0]
+    def analyze(self, source: Source, name: str | None = None, *, channels: Channels = "rgb") -> ImageResult:
+        """Analyse one image.
+
+        Args:
+            source: a path, encoded bytes, a binary file object, a ``PIL.Image.Image`` or a numpy array.
+            name: ``ImageResult.path`` to report (default: the path, or a placeholder such as ``<array 0>``).
+            channels: "bgr" when arrays come from OpenCV (``cv2.imread``); see :func:`read_image`.
+
+        Returns:
+            The faces found; an unreadable image gives ``error`` set, never an exception.
+
+        Raises:
+            ValueError: ``channels`` is neither "rgb" nor "bgr".
+        """
+        _check_channels(channels)
+        return self._finish([self._stage(source, name or source_name(source, 0), channels)])[0]
 
     def iter_analyze(
         self, sources: Iterable[Source], names: Iterable[str] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None, *, channels: Channels = "rgb",
     ) -> Iterator[ImageResult]:
-        """Results in input order; decoding and detection run ahead in threads while the model runs."""
+        """Results in input order; decoding and detection run ahead in threads while the model runs.
+
+        Arguments as :meth:`analyze_batch`; results are yielded as soon as their model batch is done.
+        """
+        _check_channels(channels)
         items = iter(sources)
         name_iter = iter(names) if names is not None else None
         window = max(self.batch_size, 8)
@@ -165,7 +186,7 @@ class FaceAnalyzer:
                     named.append((source, name))
                     counter += 1
                 # Submit the next window before finishing the previous one, so reading overlaps inference.
-                submitted = [pool.submit(self._stage, s, n) for s, n in named]
+                submitted = [pool.submit(self._stage, s, n, channels) for s, n in named]
                 if pending:
                     done = [f.result() for f in pending]
                     yield from self._finish(done)
@@ -175,7 +196,26 @@ class FaceAnalyzer:
 
     def analyze_batch(
         self, sources: Sequence[Source], names: Sequence[str] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None, *, channels: Channels = "rgb",
     ) -> list[ImageResult]:
-        """Analyse many images; a bad image gets ``error`` set and the rest go on."""
-        return list(self.iter_analyze(sources, names, progress))
+        """Analyse many images; faces from all of them share model batches.
+
+        Args:
+            sources: anything :meth:`analyze` takes, mixed freely.
+            names: ``ImageResult.path`` for each source (default as in :meth:`analyze`).
+            progress: called with the number of images finished after each batch.
+            channels: "bgr" when the arrays come from OpenCV.
+
+        Returns:
+            One result per source, in order; a bad image gets ``error`` set and the rest go on.
+
+        Raises:
+            ValueError: ``channels`` is neither "rgb" nor "bgr".
+        """
+        return list(self.iter_analyze(sources, names, progress, channels=channels))
+
+
+def _check_channels(channels: str) -> None:
+    # Checked up front: a typo must not turn into a per-image error on every result.
+    if channels not in ("rgb", "bgr"):
+        raise ValueError(f'channels must be "rgb" or "bgr", got {channels!r}')

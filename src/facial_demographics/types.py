@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,13 @@ AGE_GROUPS: tuple[str, ...] = ("0-24", "25-49", "50-74", "75-99", "100+")
 def age_group(age: float) -> str:
     """Bucket an age into the seed report's five classes."""
     return AGE_GROUPS[min(max(int(age // 25), 0), len(AGE_GROUPS) - 1)]
+
+
+def p_female(gender: str | None, gender_probability: float | None) -> float | None:
+    """P(female) from the predicted gender and its probability; None when either is missing."""
+    if gender is None or gender_probability is None:
+        return None
+    return gender_probability if gender == "female" else 1.0 - gender_probability
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,14 @@ class AlignedFace:
 
 @dataclass(frozen=True)
 class Face:
-    """One analysed face: where it is and what the model says about it."""
+    """One analysed face: where it is and what the model says about it.
+
+    ``box`` is (x1, y1, x2, y2) in pixels of the image as read (EXIF rotation applied): left, top,
+    right, bottom. ``landmarks`` are five (x, y) points in the same pixels. ``age_interval`` is the
+    central 80 % interval of the predicted age distribution. ``gender_probability`` is the
+    probability of the predicted ``gender`` (so always ≥ 0.5); P(female) is
+    ``gender_probability`` when ``gender == "female"``, else ``1 - gender_probability``.
+    """
 
     box: tuple[float, float, float, float]
     score: float
@@ -61,7 +76,19 @@ class Face:
     gender_probability: float | None
     fallback: bool = False
 
+    @property
+    def p_female(self) -> float | None:
+        """P(female), whichever gender was predicted; None without a gender head."""
+        return p_female(self.gender, self.gender_probability)
+
+    def __repr__(self) -> str:
+        low, high = self.age_interval
+        gender = "" if self.gender is None else f", {self.gender} {self.gender_probability:.2f}"
+        box = ", ".join(f"{v:.0f}" for v in self.box)
+        return f"Face(age {self.age:.1f} ({low:.0f}–{high:.0f}){gender}, box=({box}))"
+
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only (lists, floats, str, None), so ``json.dumps(face.to_dict())`` works."""
         return {
             "box": [round(float(v), 2) for v in self.box],
             "score": round(float(self.score), 4),
@@ -89,7 +116,14 @@ class ImageResult:
     def ok(self) -> bool:
         return self.error is None
 
+    def __repr__(self) -> str:
+        if self.error is not None:
+            return f"ImageResult({self.path!r}, error={self.error!r})"
+        n = len(self.faces)
+        return f"ImageResult({self.path!r}, {self.width}x{self.height}, {n} face{'' if n == 1 else 's'})"
+
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types only, so ``json.dumps(result.to_dict())`` works; the ``analyze --format json`` record."""
         return {
             "path": self.path,
             "width": self.width,
@@ -97,3 +131,14 @@ class ImageResult:
             "faces": [f.to_dict() for f in self.faces],
             "error": self.error,
         }
+
+    def to_json(self, indent: int | None = None) -> str:
+        """:meth:`to_dict` as a JSON string (UTF-8 text, non-ASCII kept), e.g. one line of JSON Lines.
+
+        Args:
+            indent: pretty-print with this indent; None gives one line.
+
+        Returns:
+            The JSON text.
+        """
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)

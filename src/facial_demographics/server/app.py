@@ -24,6 +24,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,6 +53,13 @@ _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
     "script-src 'self'; style-src 'self'; connect-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# /docs and /redoc: their pages start Swagger UI / ReDoc with inline script and style; everything else
+# must come from here (the bundles under /static-offline-docs), which also stops ReDoc's remote logo.
+_DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
 )
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid request or image."},
@@ -113,7 +121,7 @@ def load_analyzer(settings: ServerSettings) -> Analyzer:
 
 
 class SecurityHeaders:
-    """Conservative headers on every response; a strict CSP except on the CDN-based /docs and /redoc."""
+    """Conservative headers on every response; a strict CSP, relaxed for inline script on /docs and /redoc."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -133,8 +141,7 @@ class SecurityHeaders:
                     (b"x-frame-options", b"DENY"),
                     (b"permissions-policy", b"camera=(self), microphone=(), geolocation=()"),
                 ]
-                if not docs:
-                    headers.append((b"content-security-policy", _PAGE_CSP.encode()))
+                headers.append((b"content-security-policy", (_DOCS_CSP if docs else _PAGE_CSP).encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -247,10 +254,13 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
         finally:
             await runtime.batcher.stop()
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from the installed package (/static-offline-docs),
+    # not a CDN, so /docs and /redoc work without internet; no validator badge (it calls swagger.io).
+    app = FastAPIOffline(
         title="facial-demographics",
         summary="Find every face in a photo and estimate its age (with an interval) and gender.",
         version=__version__,
+        swagger_ui_parameters={"validatorUrl": None},
         lifespan=lifespan,
         debug=False,
         responses=_ERROR_RESPONSES,

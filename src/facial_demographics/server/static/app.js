@@ -6,6 +6,7 @@
   const KEY_STORAGE = "fd-api-key";
   const PARALLEL_UPLOADS = 3;
   const MAX_CANVAS_SIDE = 1600;
+  const LABEL_LEVELS = 8; // label heights above or below a box tried before accepting an overlap
   const PALETTE = ["#e11d48", "#2563eb", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
 
   const $ = (id) => document.getElementById(id);
@@ -19,6 +20,7 @@
 
   let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
   let active = 0;
+  let rejected = 0; // files refused since the queue last ran empty
   const waiting = [];
 
   function authHeaders() {
@@ -82,6 +84,7 @@
       box.append(small);
     }
     box.hidden = false;
+    rejected += 1;
     card.classList.add("failed");
     setBadge(card, "error", "error");
   }
@@ -102,7 +105,57 @@
     return text;
   }
 
-  // Draw the photo scaled into the canvas, then every face box with its label.
+  // Reading order: rows from top to bottom (a face whose centre lies within the first face's height of a
+  // row's top face joins that row), each row left to right. Returns indices into faces.
+  function readingOrder(faces) {
+    const centre = (f) => (f.box[1] + f.box[3]) / 2;
+    const byTop = faces.map((_, i) => i).sort((a, b) => centre(faces[a]) - centre(faces[b]));
+    const rows = [];
+    byTop.forEach((i) => {
+      const row = rows[rows.length - 1];
+      const first = row && faces[row[0]];
+      if (first && centre(faces[i]) - centre(first) < (first.box[3] - first.box[1]) / 2) row.push(i);
+      else rows.push([i]);
+    });
+    return rows.flatMap((row) => row.sort((a, b) => faces[a].box[0] - faces[b].box[0]));
+  }
+
+  // Label spots around a box, nearest to "just above, left-aligned" first, all inside the canvas.
+  // The same rule as annotate.layout_labels in Python, so saved and on-screen images agree.
+  function labelCandidates([x1, y1, x2, y2], w, h, width, height) {
+    w = Math.min(w, width);
+    h = Math.min(h, height);
+    const xs = [x1, x2 - w, (x1 + x2 - w) / 2];
+    const ys = [];
+    for (let k = 0; k < LABEL_LEVELS; k += 1) ys.push(y1 - h * (k + 1), y2 + h * k);
+    const spots = [];
+    ys.forEach((y) => xs.forEach((x, order) => {
+      const cx = Math.min(Math.max(0, x), width - w);
+      const cy = Math.min(Math.max(0, y), height - h);
+      spots.push({ d: Math.abs(cy - (y1 - h)) + Math.abs(cx - x1) + order, rect: [cx, cy, cx + w, cy + h] });
+    }));
+    return spots.sort((a, b) => a.d - b.d).map((s) => s.rect);
+  }
+
+  function overlap(a, b) {
+    const w = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
+    const h = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
+    return Math.max(0, w) * Math.max(0, h);
+  }
+
+  // One label rectangle per box, inside the canvas and off the labels placed before it.
+  function layoutLabels(boxes, sizes, width, height) {
+    const placed = [];
+    boxes.forEach((box, i) => {
+      const candidates = labelCandidates(box, sizes[i][0], sizes[i][1], width, height);
+      const cost = (c) => placed.reduce((sum, p) => sum + overlap(c, p), 0);
+      placed.push(candidates.find((c) => cost(c) === 0) || candidates.reduce((a, b) => (cost(b) < cost(a) ? b : a)));
+    });
+    return placed;
+  }
+
+  // Draw the photo at its natural size (at most MAX_CANVAS_SIDE), then every face box, then the labels,
+  // numbered in reading order (the table uses the same numbers and colours).
   function drawFaces(canvas, img, result, highlight, boxesDrawn) {
     const scale = Math.min(1, MAX_CANVAS_SIDE / Math.max(img.naturalWidth, img.naturalHeight));
     canvas.width = Math.round(img.naturalWidth * scale);
@@ -119,28 +172,33 @@
     const fontSize = Math.max(12, Math.round(13 * unit));
     ctx.font = `600 ${fontSize}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
-    result.faces.forEach((face, i) => {
-      const [x1, y1, x2, y2] = face.box;
-      const colour = PALETTE[i % PALETTE.length];
-      ctx.lineWidth = i === highlight ? line * 2 : line;
-      ctx.strokeStyle = colour;
-      ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
-      const text = faceLabel(face, i);
-      const width = ctx.measureText(text).width + 8;
-      const height = fontSize + 6;
-      let ty = y1 * sy - height;
-      if (ty < 0) ty = y2 * sy;
-      const tx = Math.min(Math.max(0, x1 * sx - line / 2), Math.max(0, canvas.width - width));
-      ctx.fillStyle = colour;
-      ctx.fillRect(tx, ty, width, height);
-      ctx.fillStyle = "#fff";
-      ctx.fillText(text, tx + 4, ty + 3);
+    const order = readingOrder(result.faces);
+    const boxes = order.map((i) => {
+      const [x1, y1, x2, y2] = result.faces[i].box;
+      return [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
     });
+    const texts = order.map((i, n) => faceLabel(result.faces[i], n));
+    boxes.forEach(([x1, y1, x2, y2], n) => {
+      ctx.lineWidth = n === highlight ? line * 2 : line;
+      ctx.strokeStyle = PALETTE[n % PALETTE.length];
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    });
+    const sizes = texts.map((text) => [ctx.measureText(text).width + 8, fontSize + 6]);
+    const rects = layoutLabels(boxes, sizes, canvas.width, canvas.height);
+    rects.forEach(([lx1, ly1, lx2, ly2], n) => {
+      ctx.fillStyle = PALETTE[n % PALETTE.length];
+      ctx.fillRect(lx1, ly1, lx2 - lx1, ly2 - ly1);
+      ctx.fillStyle = "#fff";
+      ctx.fillText(texts[n], lx1 + 4, ly1 + 3);
+    });
+    // Where each numbered label went, for tests and anyone inspecting the page.
+    canvas.dataset.labels = JSON.stringify(rects.map((rect, n) => ({ n: n + 1, box: boxes[n], rect })));
   }
 
   function fillTable(card, result, redraw) {
     const body = card.querySelector("tbody");
-    result.faces.forEach((face, i) => {
+    readingOrder(result.faces).forEach((faceIndex, i) => {
+      const face = result.faces[faceIndex];
       const row = document.createElement("tr");
       const swatch = document.createElement("span");
       swatch.className = "swatch";
@@ -227,7 +285,8 @@
         .catch((err) => console.error(err))
         .finally(() => {
           active -= 1;
-          setStatus(active || waiting.length ? `Analysing… ${active + waiting.length} left` : "Done.");
+          if (active || waiting.length) setStatus(`Analysing… ${active + waiting.length} left`);
+          else setStatus(rejected ? `Done, ${rejected} rejected` : "Done.");
           pump();
         });
     }
@@ -236,6 +295,7 @@
   function addFiles(files) {
     const list = Array.from(files || []);
     if (!list.length) return;
+    if (!active && !waiting.length) rejected = 0;
     waiting.push(...list);
     setStatus(`Analysing… ${active + waiting.length} left`);
     pump();
@@ -245,13 +305,23 @@
     addFiles(els.input.files);
     els.input.value = "";
   });
-  ["dragenter", "dragover"].forEach((type) => els.drop.addEventListener(type, (event) => {
+  // dragenter/dragleave also fire when the pointer crosses the zone's children: count them, so the
+  // highlight stays on until the pointer really leaves.
+  let dragDepth = 0;
+  els.drop.addEventListener("dragenter", (event) => {
     event.preventDefault();
+    dragDepth += 1;
     els.drop.classList.add("dragging");
-  }));
-  ["dragleave", "drop"].forEach((type) => els.drop.addEventListener(type, () => {
+  });
+  els.drop.addEventListener("dragover", (event) => event.preventDefault());
+  els.drop.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) els.drop.classList.remove("dragging");
+  });
+  els.drop.addEventListener("drop", () => {
+    dragDepth = 0;
     els.drop.classList.remove("dragging");
-  }));
+  });
   els.drop.addEventListener("drop", (event) => {
     event.preventDefault();
     addFiles(event.dataTransfer && event.dataTransfer.files);
