@@ -135,13 +135,13 @@ def test_enlarged_utkface_crops_get_one_box_where_0_2_gave_several(detector: Fac
 
 def test_passes_depend_on_the_image_size() -> None:
     det = FaceDetector()
-    small = det._passes(0, np.zeros((200, 200, 3), np.uint8))
+    small = det._passes(0, np.zeros((160, 160, 3), np.uint8))
     large = det._passes(0, np.zeros((1080, 1920, 3), np.uint8))
     assert [p.coarse for p in small] == [False] and small[0].scale > 1  # enlarged, no coarse pass
     assert [p.coarse for p in large] == [False, True]
     fine, coarse = large
     assert fine.tensor_image.shape[0] * fine.tensor_image.shape[1] <= det.config.pixel_budget * 1.01
-    assert max(coarse.tensor_image.shape[:2]) == 320 + 2 * round(det.config.coarse_pad * 320)
+    assert max(coarse.tensor_image.shape[:2]) == 256 + 2 * round(det.config.coarse_pad * 256)
     legacy = FaceDetector(DetectorConfig.single_scale())._passes(0, np.zeros((1080, 1920, 3), np.uint8))
     assert len(legacy) == 1 and legacy[0].tensor_image.shape[:2] == (540, 960)
 

@@ -138,7 +138,7 @@ def test_evaluate_detection_command_writes_metrics_and_report(utkface_dir: Path,
     assert "recall" in result.output and "close-ups with one box" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scenes"] == 12 and metrics["settings"]["seed"] == 3
-    assert metrics["detector"]["coarse_side"] == 320
+    assert metrics["detector"]["coarse_side"] == 256
     page = (out / "report.html").read_text()
     assert "Recall by face size" in page and ("data:image/jpeg;base64," in page or "No scene had" in page)
 

@@ -420,6 +420,7 @@ def evaluate_detection(
         "--single-scale", help="The 0.2.0 detector: one pass at 960 px at most, for comparison.")] = False,
 ) -> None:
     """Measure the face detector on generated scenes: recall by face size, duplicates, false faces, time."""
+    _need_extra("data")
     from .detection import DetectorConfig
     from .evaluation.detection_eval import BenchmarkSettings, evaluate_detection_command
 
@@ -503,7 +504,7 @@ def serve(
 
 
 _EXTRAS = {
-    "data": ("pandas", "pyarrow", "scipy", "matplotlib"),
+    "data": ("pandas", "pyarrow", "scipy", "matplotlib", "skimage"),
     "train": ("torch", "kornia", "onnx", "pandas", "pyarrow", "scipy", "matplotlib"),
 }
 

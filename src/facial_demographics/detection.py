@@ -52,10 +52,10 @@ class DetectorConfig:
     score_threshold: float = 0.6
     nms_iou: float = 0.4
     min_face_size: float = 12.0
-    pixel_budget: int = 700_000
+    pixel_budget: int = 640_000
     max_upscale: float = 2.0
     max_side: int = 1600
-    coarse_side: int | None = 320  # None: fine pass only
+    coarse_side: int | None = 256  # None: fine pass only
     coarse_pad: float = 0.25
     #: A face larger than ``fine_max`` fine-pass pixels is left to the coarse pass, and one smaller than
     #: ``coarse_min`` (also in fine-pass pixels) to the fine pass.
