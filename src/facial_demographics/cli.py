@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
-import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +15,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
+from .output import OutputFormat
 
 app = typer.Typer(
     help="Find every face in a photo and estimate its age (with an interval) and gender; "
@@ -78,80 +76,45 @@ def expand_inputs(items: Iterable[str], recursive: bool) -> list[str]:
     return out
 
 
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
+@dataclass
+class _Run:
+    """Progress of one ``analyze`` run, for the summary and the interruption message."""
 
+    total: int
+    done: int = 0
+    faces: int = 0
+    unreadable: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
-CSV_FIELDS = ["path", "width", "height", "face", "box", "score", "landmarks", "age", "age_interval",
-              "age_group", "gender", "gender_probability", "error"]
-
-
-def _csv_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    base = {"path": result["path"], "width": result["width"], "height": result["height"], "error": result["error"]}
-    if not result["faces"]:
-        return [base]
-    rows = []
-    for i, face in enumerate(result["faces"]):
-        row = {**base, "face": i, **face}
-        for key in ("box", "landmarks", "age_interval"):
-            row[key] = json.dumps(row[key])
-        rows.append(row)
-    return rows
-
-
-def _write_results(results: list[dict[str, Any]], fmt: OutputFormat, output: Path | None) -> None:
-    if fmt is OutputFormat.table:
-        from rich.table import Table
-
-        table = Table(title="Faces")
-        for col in ("image", "#", "age", "interval", "group", "gender", "p", "score", "error"):
-            table.add_column(col)
-        for r in results:
-            if not r["faces"]:
-                table.add_row(r["path"], "-", "", "", "", "", "", "", r["error"] or "no face")
-            for i, f in enumerate(r["faces"]):
-                p = "" if f["gender_probability"] is None else f"{100 * f['gender_probability']:.0f} %"
-                table.add_row(r["path"], str(i), f"{f['age']:.1f}",
-                              f"{f['age_interval'][0]:.0f}–{f['age_interval'][1]:.0f}", f["age_group"],
-                              str(f["gender"]), p, f"{f['score']:.2f}", "")
-        console = Console(file=open(output, "w", encoding="utf-8"), width=200) if output else Console()
-        console.print(table)
-        if output:
-            console.file.close()
-        return
-    buffer = io.StringIO()
-    if fmt is OutputFormat.json:
-        json.dump(results, buffer, indent=2, ensure_ascii=False)
-        buffer.write("\n")
-    elif fmt is OutputFormat.jsonl:
-        for r in results:
-            buffer.write(json.dumps(r, ensure_ascii=False) + "\n")
-    else:
-        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for r in results:
-            writer.writerows(_csv_rows(r))
-    if output:
-        output.write_text(buffer.getvalue(), encoding="utf-8")
-    else:
-        sys.stdout.write(buffer.getvalue())
+    def summary(self) -> str:
+        return (f"{self.done} images, {self.faces} faces, {self.unreadable} unreadable, "
+                f"{time.perf_counter() - self.started:.1f} s")
 
 
 def _annotate_to(directory: Path, path: str, faces: list[Any], index: int) -> None:
-    from .annotate import draw
-    from .imaging import ImageError, read_image
-
-    try:
-        image = read_image(path)
-    except ImageError:
-        return
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the annotated copy of one input; a failure is reported and the run goes on."""
     from PIL import Image
 
-    Image.fromarray(draw(image, faces)).save(directory / f"{index:05d}_{Path(path).stem}.png")
+    from .annotate import draw
+    from .imaging import ImageError, read_image
+    from .output import annotated_name
+
+    target = directory / annotated_name(index, path)
+    try:
+        Image.fromarray(draw(read_image(path), faces)).save(target)
+    except (ImageError, OSError) as exc:
+        err.print(f"[yellow]{path}: annotated copy not written to {target} ({exc})[/yellow]")
+
+
+def _prepare_annotate(directory: Path | None) -> None:
+    if directory is None:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{directory}: --annotate needs a folder, and this is a file") from None
+    except OSError as exc:
+        raise ValueError(f"{directory}: cannot create the --annotate folder ({exc.strerror or exc})") from None
 
 
 @app.command()
@@ -168,32 +131,61 @@ def analyze(
 ) -> None:
     """Estimate age and gender for every face in the given images.
 
-    Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output).
+    Results are written as each image finishes (jsonl and csv line by line), so Ctrl-C keeps them.
+    Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output),
+    2 for bad usage (including an unusable -o or model), 130 when interrupted.
     """
-    from rich.progress import Progress
-
+    from .output import ResultWriter, check_output, open_output
     from .pipeline import FaceAnalyzer
 
     inputs = expand_inputs(paths, recursive)
     if not inputs:
         err.print("[red]No images found in the given paths.[/red]")
         raise typer.Exit(2)
+    with _user_errors():  # before any work: a bad -o would otherwise lose every result at the end
+        check_output(output)
+        _prepare_annotate(annotate)
     with _user_errors("Cannot load the model:"):
         analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
-    results = []
+        analyzer.warm_up()
+    with _user_errors():
+        writer = ResultWriter(fmt, open_output(output))
+    where = str(output) if output is not None else "stdout"
+    run = _Run(total=len(inputs))
+    try:
+        _analyze_into(analyzer, inputs, writer, annotate, run)
+    except KeyboardInterrupt:
+        writer.close()
+        err.print(f"interrupted after {run.done} of {run.total} images; results so far in {where}")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        writer.close()
+        err.print(f"[red]failed after {run.done} of {run.total} images ({type(exc).__name__}: {exc}); "
+                  f"results so far in {where}[/red]")
+        raise
+    finally:
+        writer.close()
+    err.print(f"analysed {run.summary()}")
+    if run.unreadable:
+        raise typer.Exit(1)
+
+
+def _analyze_into(analyzer: Any, inputs: list[str], writer: Any, annotate: Path | None, run: _Run) -> None:
+    """Analyse ``inputs`` in order, writing each result (and annotated copy) as soon as it is ready."""
+    from rich.progress import Progress
+
     show = len(inputs) > 1 and sys.stderr.isatty()
     with Progress(console=err, disable=not show, transient=True) as progress:
         task = progress.add_task("Analysing", total=len(inputs))
         for i, result in enumerate(analyzer.iter_analyze(inputs, progress=lambda n: progress.advance(task, n))):
-            results.append(result)
             if annotate is not None and result.ok:
                 _annotate_to(annotate, inputs[i], result.faces, i)
-    _write_results([r.to_dict() for r in results], fmt, output)
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        err.print(f"[yellow]{r.path}: {r.error}[/yellow]")
-    if failed:
-        raise typer.Exit(1)
+            writer.write(result.to_dict())
+            run.done += 1
+            run.faces += len(result.faces)
+            if not result.ok:
+                run.unreadable += 1
+                err.print(f"[yellow]{result.path}: {result.error}[/yellow]")
 
 
 @app.command()
@@ -363,6 +355,12 @@ def serve(
     ] = 30.0,
     max_queue: Annotated[int, typer.Option(min=1, help="Images waiting for the model before 503.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch across requests.")] = 16,
+    request_memory_mb: Annotated[int | None, typer.Option(
+        min=1, help="Memory one request's upload and decoded images may use (default 768).")] = None,
+    server_memory_mb: Annotated[int | None, typer.Option(
+        min=1, help="Memory all requests' uploads and decoded images may use together (default 1024).")] = None,
+    limit_concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Connections before uvicorn answers 503 (default 128).")] = None,
 ) -> None:
     """Serve the web page (/) and the REST API (/v1/analyze, /v1/model, /healthz, /docs)."""
     try:
@@ -385,7 +383,15 @@ def serve(
             request_timeout=request_timeout,
             max_queue=max_queue,
             batch_size=batch_size,
+            **_given(request_memory_bytes=None if request_memory_mb is None else request_memory_mb * 2**20,
+                     server_memory_bytes=None if server_memory_mb is None else server_memory_mb * 2**20,
+                     limit_concurrency=limit_concurrency),
         )
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """Only the options the user gave, so ServerSettings stays the one place for their defaults."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _need_training_extra() -> None:
