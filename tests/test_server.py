@@ -101,7 +101,7 @@ def test_astronaut_has_one_face_with_all_fields(server: str, astronaut_jpeg: byt
     assert result["path"] == "astronaut.jpg"
     assert (result["width"], result["height"]) == (512, 512)
     assert result["error"] is None
-    assert "annotated_png" not in result and "error_code" not in result
+    assert "annotated_jpeg" not in result and "error_code" not in result
     (face,) = result["faces"]
     x1, y1, x2, y2 = face["box"]
     assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 512
