@@ -9,13 +9,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from . import __version__
 from .output import OutputFormat
+
+if TYPE_CHECKING:
+    from .output import ResultWriter
+    from .pipeline import FaceAnalyzer
 
 app = typer.Typer(
     help="Find every face in a photo and estimate its age (with an interval) and gender; "
@@ -170,7 +174,9 @@ def analyze(
         raise typer.Exit(1)
 
 
-def _analyze_into(analyzer: Any, inputs: list[str], writer: Any, annotate: Path | None, run: _Run) -> None:
+def _analyze_into(
+    analyzer: FaceAnalyzer, inputs: list[str], writer: ResultWriter, annotate: Path | None, run: _Run
+) -> None:
     """Analyse ``inputs`` in order, writing each result (and annotated copy) as soon as it is ready."""
     from rich.progress import Progress
 
