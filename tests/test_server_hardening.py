@@ -56,6 +56,13 @@ def test_decode_cost_comes_from_the_header_and_counts_bytes_per_pixel() -> None:
     assert wide.mode == "F" and wide.decode_bytes > rgb.decode_bytes >= 3 * rgb.pixels
 
 
+def test_budgets_must_nest() -> None:
+    with pytest.raises(ValueError, match="request_memory_bytes <= server_memory_bytes"):
+        ServerSettings(request_memory_bytes=2048 * MB)
+    with pytest.raises(ValueError, match="max_upload_bytes <= request_memory_bytes"):
+        ServerSettings(max_upload_bytes=64 * MB, request_memory_bytes=32 * MB, server_memory_bytes=64 * MB)
+
+
 def test_request_over_its_budget_is_413_before_decoding(analyzer: FaceAnalyzer, astronaut_jpeg: bytes) -> None:
     settings = ServerSettings(request_memory_bytes=64 * MB, server_memory_bytes=128 * MB, max_files=16)
     big = big_png(2000)  # 4 MP: ~56 MB once decoded, a few KB on the wire

@@ -74,8 +74,9 @@ class ServerSettings:
         for name in ("request_timeout", "memory_wait", "header_timeout", "timeout_keep_alive"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.request_memory_bytes > self.server_memory_bytes:
-            raise ValueError("request_memory_bytes must not exceed server_memory_bytes")
+        # So that every reservation fits the whole budget (a request's body is reserved from both).
+        if not self.max_upload_bytes <= self.request_memory_bytes <= self.server_memory_bytes:
+            raise ValueError("need max_upload_bytes <= request_memory_bytes <= server_memory_bytes")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
