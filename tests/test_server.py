@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import socket
 import subprocess
 import sys
@@ -77,6 +76,9 @@ class GatedAnalyzer:
     def manifest(self) -> dict[str, Any]:
         return self.inner.manifest
 
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
     def analyze_batch(self, sources: Sequence[Any]) -> list[ImageResult]:
         self.batch_sizes.append(len(sources))
         if not self.gate.wait(timeout=60):
@@ -99,7 +101,7 @@ def test_astronaut_has_one_face_with_all_fields(server: str, astronaut_jpeg: byt
     assert result["path"] == "astronaut.jpg"
     assert (result["width"], result["height"]) == (512, 512)
     assert result["error"] is None
-    assert "annotated_png" not in result and "error_code" not in result
+    assert "annotated_jpeg" not in result and "error_code" not in result
     (face,) = result["faces"]
     x1, y1, x2, y2 = face["box"]
     assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 512
@@ -118,13 +120,15 @@ def test_annotate_returns_png_of_same_size(server: str, astronaut_jpeg: bytes, a
         response = post(server, [("astronaut.jpg", astronaut_jpeg)], **kwargs)
         assert response.status_code == 200, response.text
         (result,) = response.json()["results"]
-        png = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["annotated_png"]))).convert("RGB"))
-        assert png.shape == astronaut.shape
+        jpeg = Image.open(io.BytesIO(base64.b64decode(result["annotated_jpeg"])))
+        assert jpeg.format == "JPEG"
+        png = np.asarray(jpeg.convert("RGB"))
+        assert png.shape == astronaut.shape  # 512 px is under the annotate size: not downscaled
         x1, y1, x2, y2 = (round(v) for v in result["faces"][0]["box"])
         decoded = np.asarray(Image.open(io.BytesIO(astronaut_jpeg)).convert("RGB"))
-        # The box outline changes the pixels along its edge, and nothing far from it.
+        # The box outline changes the pixels along its edge, and (JPEG noise aside) nothing far from it.
         assert np.abs(png[y1:y2, x1 - 1 : x1 + 2].astype(int) - decoded[y1:y2, x1 - 1 : x1 + 2]).mean() > 20
-        assert np.array_equal(png[-20:, :20], decoded[-20:, :20])
+        assert np.abs(png[-20:, :20].astype(int) - decoded[-20:, :20]).mean() < 4
 
 
 def test_several_files_are_answered_in_order(server: str, astronaut_jpeg: bytes) -> None:
@@ -280,18 +284,20 @@ def test_health_model_and_page(server: str, tiny_bundle: Path) -> None:
     assert httpx.get(f"{server}/docs").status_code == 200
 
 
-def test_unexpected_failure_is_a_json_500_without_details(
-    tiny_bundle: Path, tmp_path: Path, astronaut_jpeg: bytes
-) -> None:
-    """A model graph damaged after loading (the session opens lazily) fails inside inference."""
-    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
-    analyzer = FaceAnalyzer(model=bundle)
-    (bundle / "model.onnx").write_bytes(b"this is no longer an ONNX graph")
-    with running_server(create_app(ServerSettings(), analyzer=analyzer), log_level="critical") as url:
+class CrashingAnalyzer(GatedAnalyzer):
+    """A crash injected inside inference (a bug, not bad input): the secret must not reach the client."""
+
+    def analyze_batch(self, sources: Sequence[Any]) -> list[ImageResult]:
+        raise RuntimeError("onnx session exploded at /secret/path/model.onnx")
+
+
+def test_unexpected_failure_is_a_json_500_without_details(analyzer: FaceAnalyzer, astronaut_jpeg: bytes) -> None:
+    app = create_app(ServerSettings(), analyzer=CrashingAnalyzer(analyzer))
+    with running_server(app, log_level="critical") as url:
         response = post(url, [("astronaut.jpg", astronaut_jpeg)])
         assert_error(response, 500, "internal_error")
         assert "Traceback" not in response.text and "onnx" not in response.text.lower()
-        assert str(bundle) not in response.text
+        assert "/secret/path" not in response.text
         assert httpx.get(f"{url}/healthz").json()["queued"] == 0
 
 

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import csv
 import glob
 import importlib.util
-import io
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from . import __version__
+from .output import OutputFormat
+
+if TYPE_CHECKING:
+    from .output import ResultWriter
+    from .pipeline import FaceAnalyzer
 
 app = typer.Typer(
     help="Find every face in a photo and estimate its age (with an interval) and gender; "
@@ -106,92 +107,49 @@ def expand_inputs(items: Iterable[str], recursive: bool) -> InputScan:
     return scan
 
 
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    jsonl = "jsonl"
-    csv = "csv"
+@dataclass
+class _Run:
+    """Progress of one ``analyze`` run, for the summary and the interruption message."""
 
+    total: int
+    done: int = 0
+    faces: int = 0
+    unreadable: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
-#: Flat CSV columns, one row per face (one row with empty face columns for an image without faces).
-CSV_FIELDS = ["path", "width", "height", "face", "x1", "y1", "x2", "y2", "score", "age", "age_low", "age_high",
-              "age_group", "gender", "gender_probability", "p_female", "error"]
-#: With --landmarks: the five landmarks (as in ``Detection``), x and y each, inserted before ``error``.
-LANDMARK_FIELDS = [f"{point}_{axis}" for point in ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
-                   for axis in ("x", "y")]
-
-
-def csv_rows(result: dict[str, Any], landmarks: bool = False) -> list[dict[str, Any]]:
-    """Flat CSV rows (see :data:`CSV_FIELDS`) for one ``ImageResult.to_dict()``; numbers, never JSON in a cell."""
-    from .types import p_female
-
-    base = {"path": result["path"], "width": result["width"], "height": result["height"], "error": result["error"]}
-    rows = []
-    for i, face in enumerate(result["faces"]):
-        x1, y1, x2, y2 = face["box"]
-        low, high = face["age_interval"]
-        row = {**base, "face": i, "x1": x1, "y1": y1, "x2": x2, "y2": y2, "score": face["score"], "age": face["age"],
-               "age_low": low, "age_high": high, "age_group": face["age_group"], "gender": face["gender"],
-               "gender_probability": face["gender_probability"]}
-        pf = p_female(face["gender"], face["gender_probability"])
-        row["p_female"] = None if pf is None else round(pf, 4)
-        if landmarks:
-            row.update(zip(LANDMARK_FIELDS, (v for point in face["landmarks"] for v in point), strict=True))
-        rows.append(row)
-    return rows or [base]
-
-
-def _write_results(results: list[dict[str, Any]], fmt: OutputFormat, output: Path | None, landmarks: bool) -> None:
-    if fmt is OutputFormat.table:
-        from rich.table import Table
-
-        table = Table(title="Faces")
-        for col in ("image", "#", "age", "interval", "group", "gender", "P(gender)", "score", "error"):
-            table.add_column(col)
-        for r in results:
-            if not r["faces"]:
-                table.add_row(r["path"], "-", "", "", "", "", "", "", r["error"] or "no face")
-            for i, f in enumerate(r["faces"]):
-                p = "" if f["gender_probability"] is None else f"{100 * f['gender_probability']:.0f} %"
-                table.add_row(r["path"], str(i), f"{f['age']:.1f}",
-                              f"{f['age_interval'][0]:.0f}–{f['age_interval'][1]:.0f}", f["age_group"],
-                              str(f["gender"]), p, f"{f['score']:.2f}", "")
-        console = Console(file=open(output, "w", encoding="utf-8"), width=200) if output else Console()
-        console.print(table)
-        if output:
-            console.file.close()
-        return
-    buffer = io.StringIO()
-    if fmt is OutputFormat.json:
-        json.dump(results, buffer, indent=2, ensure_ascii=False)
-        buffer.write("\n")
-    elif fmt is OutputFormat.jsonl:
-        for r in results:
-            buffer.write(json.dumps(r, ensure_ascii=False) + "\n")
-    else:
-        fields = CSV_FIELDS[:-1] + LANDMARK_FIELDS + CSV_FIELDS[-1:] if landmarks else CSV_FIELDS
-        writer = csv.DictWriter(buffer, fieldnames=fields)
-        writer.writeheader()
-        for r in results:
-            writer.writerows(csv_rows(r, landmarks))
-    if output:
-        output.write_text(buffer.getvalue(), encoding="utf-8")
-    else:
-        sys.stdout.write(buffer.getvalue())
+    def summary(self, skipped: int = 0) -> str:
+        """E.g. ``3 images, 2 faces, 0 unreadable, 1.2 s; 1 file skipped (not .bmp, ...)``."""
+        text = (f"{self.done} image{'s' * (self.done != 1)}, {self.faces} face{'s' * (self.faces != 1)}, "
+                f"{self.unreadable} unreadable, {time.perf_counter() - self.started:.1f} s")
+        if skipped:
+            text += f"; {skipped} file{'s' * (skipped != 1)} skipped (not {', '.join(sorted(IMAGE_SUFFIXES))})"
+        return text
 
 
 def _annotate_to(directory: Path, path: str, faces: list[Any], index: int) -> None:
-    from .annotate import draw
-    from .imaging import ImageError, read_image
-
-    try:
-        image = read_image(path)
-    except ImageError:
-        return
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write the annotated copy of one input; a failure is reported and the run goes on."""
     from PIL import Image
 
-    Image.fromarray(draw(image, faces)).save(directory / f"{index:05d}_{Path(path).stem}.png")
+    from .annotate import draw
+    from .imaging import ImageError, read_image
+    from .output import annotated_name
+
+    target = directory / annotated_name(index, path)
+    try:
+        Image.fromarray(draw(read_image(path), faces)).save(target)
+    except (ImageError, OSError) as exc:
+        err.print(f"[yellow]{path}: annotated copy not written to {target} ({exc})[/yellow]")
+
+
+def _prepare_annotate(directory: Path | None) -> None:
+    if directory is None:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{directory}: --annotate needs a folder, and this is a file") from None
+    except OSError as exc:
+        raise ValueError(f"{directory}: cannot create the --annotate folder ({exc.strerror or exc})") from None
 
 
 #: Seconds between progress lines when stderr is not a terminal (a log file or CI).
@@ -222,15 +180,6 @@ def _progress(total: int, what: str = "images") -> Iterator[Callable[[int], None
     yield advance
 
 
-def _summary(results: list[Any], skipped: int) -> str:
-    faces = sum(len(r.faces) for r in results)
-    failed = sum(not r.ok for r in results)
-    text = f"{len(results)} image{'s' * (len(results) != 1)}, {faces} face{'s' * (faces != 1)}, {failed} unreadable"
-    if skipped:
-        text += f"; {skipped} file{'s' * (skipped != 1)} skipped (not {', '.join(sorted(IMAGE_SUFFIXES))})"
-    return text
-
-
 @app.command()
 def analyze(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
@@ -247,8 +196,11 @@ def analyze(
 ) -> None:
     """Estimate age and gender for every face in the given images.
 
-    Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output).
+    Results are written as each image finishes (jsonl and csv line by line), so Ctrl-C keeps them.
+    Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output),
+    2 for bad usage (including an unusable -o or model), 130 when interrupted.
     """
+    from .output import ResultWriter, check_output, open_output
     from .pipeline import FaceAnalyzer
 
     scan = expand_inputs(paths, recursive)
@@ -258,21 +210,48 @@ def analyze(
     if not inputs:
         err.print("[red]No images found in the given paths.[/red]")
         raise typer.Exit(2)
+    with _user_errors():  # before any work: a bad -o would otherwise lose every result at the end
+        check_output(output)
+        _prepare_annotate(annotate)
     with _user_errors("Cannot load the model:"):
         analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
-    results = []
+        analyzer.warm_up()
+    with _user_errors():
+        writer = ResultWriter(fmt, open_output(output), landmarks=landmarks)
+    where = str(output) if output is not None else "stdout"
+    run = _Run(total=len(inputs))
+    try:
+        _analyze_into(analyzer, inputs, writer, annotate, run)
+    except KeyboardInterrupt:
+        writer.close()
+        err.print(f"interrupted after {run.done} of {run.total} images; results so far in {where}")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        writer.close()
+        err.print(f"[red]failed after {run.done} of {run.total} images ({type(exc).__name__}: {exc}); "
+                  f"results so far in {where}[/red]")
+        raise
+    finally:
+        writer.close()
+    err.print(f"analysed {run.summary(len(scan.skipped))}", highlight=False)
+    if run.unreadable:
+        raise typer.Exit(1)
+
+
+def _analyze_into(
+    analyzer: FaceAnalyzer, inputs: list[str], writer: ResultWriter, annotate: Path | None, run: _Run
+) -> None:
+    """Analyse ``inputs`` in order, writing each result (and annotated copy) as soon as it is ready."""
     with _progress(len(inputs)) as advance:
         for i, result in enumerate(analyzer.iter_analyze(inputs, progress=advance)):
-            results.append(result)
             if annotate is not None and result.ok:
                 _annotate_to(annotate, inputs[i], result.faces, i)
-    _write_results([r.to_dict() for r in results], fmt, output, landmarks)
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        err.print(f"[yellow]{r.path}: {r.error}[/yellow]")
-    err.print(_summary(results, len(scan.skipped)), highlight=False)
-    if failed:
-        raise typer.Exit(1)
+            writer.write(result.to_dict())
+            run.done += 1
+            run.faces += len(result.faces)
+            if not result.ok:
+                run.unreadable += 1
+                err.print(f"[yellow]{result.path}: {result.error}[/yellow]")
 
 
 SAMPLE_PHOTO = Path(__file__).parent / "samples" / "astronaut.png"
@@ -479,6 +458,12 @@ def serve(
     ] = 30.0,
     max_queue: Annotated[int, typer.Option(min=1, help="Images waiting for the model before 503.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch across requests.")] = 16,
+    request_memory_mb: Annotated[int | None, typer.Option(
+        min=1, help="Memory one request's upload and decoded images may use (default 768).")] = None,
+    server_memory_mb: Annotated[int | None, typer.Option(
+        min=1, help="Memory all requests' uploads and decoded images may use together (default 1024).")] = None,
+    limit_concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Connections before uvicorn answers 503 (default 128).")] = None,
 ) -> None:
     """Serve the web page (/) and the REST API (/v1/analyze, /v1/model, /healthz, /docs)."""
     try:
@@ -500,7 +485,16 @@ def serve(
             request_timeout=request_timeout,
             max_queue=max_queue,
             batch_size=batch_size,
+            **_given(request_memory_bytes=None if request_memory_mb is None else request_memory_mb * 2**20,
+                     server_memory_bytes=None if server_memory_mb is None else server_memory_mb * 2**20,
+                     limit_concurrency=limit_concurrency),
         )
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """Only the options the user gave, so ServerSettings stays the one place for their defaults."""
+    return {k: v for k, v in values.items() if v is not None}
+
 
 
 _EXTRAS = {

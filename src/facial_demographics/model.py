@@ -180,8 +180,35 @@ def _quantiles_from_cdf(cdf: np.ndarray, grid: np.ndarray, q: float) -> np.ndarr
     return np.array([np.interp(q, row, grid) for row in cdf])
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+def _check_graph_matches(session: Any, manifest: dict[str, Any], graph: Path) -> None:
+    """The manifest's input and output names must exist in the graph (a mismatch would fail every face)."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name for o in session.get_outputs()}
+    if manifest["input"]["name"] not in inputs:
+        raise BundleError(
+            f"{graph}: manifest input.name {manifest['input']['name']!r} is not an input of the graph "
+            f"(the graph's inputs: {', '.join(inputs)})"
+        )
+    heads = manifest["heads"]
+    for head in ("age", "gender"):
+        if heads.get(head) and heads[head]["output"] not in outputs:
+            raise BundleError(
+                f"{graph}: manifest heads.{head}.output {heads[head]['output']!r} is not an output of the graph "
+                f"(the graph's outputs: {', '.join(sorted(outputs))})"
+            )
+
+
 class AgeGenderModel:
-    """Runs a bundle's graph on aligned faces. Lazy session; safe to call from many threads."""
+    """Runs a bundle's graph on aligned faces; safe to call from many threads.
+
+    The session is created lazily; :meth:`warm_up` creates it now. Either way the graph is checked
+    against the manifest and run once, so a bundle ONNX Runtime cannot use raises :class:`BundleError`.
+    """
 
     def __init__(self, bundle: ModelBundle | str | Path | None = None, *, threads: int | None = None,
                  interval: float = 0.8) -> None:
@@ -195,11 +222,40 @@ class AgeGenderModel:
 
     @property
     def session(self) -> Any:
+        """The ONNX Runtime session, created, checked and warmed up on first use.
+
+        Raises:
+            BundleError: the graph cannot be loaded, does not match the manifest, or fails on a test batch.
+        """
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    self._session = cpu_session(str(self.bundle.graph_path), self.threads)
+                    self._session = self._load_session()
         return self._session
+
+    def warm_up(self) -> None:
+        """Load the graph and run one inference now, so a bad bundle fails at start, not on the first face.
+
+        Raises:
+            BundleError: as for :attr:`session`.
+        """
+        _ = self.session
+
+    def _load_session(self) -> Any:
+        graph = self.bundle.graph_path
+        try:
+            session = cpu_session(str(graph), self.threads)
+        except Exception as exc:  # ONNX Runtime raises its own classes (InvalidProtobuf, Fail, ...)
+            raise BundleError(f"{graph}: ONNX Runtime cannot load the graph ({_first_line(exc)})") from None
+        _check_graph_matches(session, self.bundle.manifest, graph)
+        size = self.bundle.input_size
+        names = [o.name for o in session.get_outputs()]
+        try:  # one real inference: shape or type errors in the graph surface here, not per request
+            session.run(names, {self.bundle.manifest["input"]["name"]: self.to_input(
+                np.zeros((1, size, size, 3), np.uint8))})
+        except Exception as exc:
+            raise BundleError(f"{graph}: the warm-up inference failed ({_first_line(exc)})") from None
+        return session
 
     def to_input(self, faces: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) RGB → the graph's float32 NCHW input."""

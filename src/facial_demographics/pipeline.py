@@ -60,6 +60,9 @@ class FaceAnalyzer:
     ``cropped=True`` treats each input as one already-cropped face (UTKFace-style): the best face on
     a padded canvas, or the whole image when none is found (``Face.fallback``), so a readable image
     always yields exactly one face.
+
+    The ONNX graphs load on the first call (or at :meth:`warm_up`); a model bundle that ONNX Runtime
+    cannot use raises :class:`~facial_demographics.model.BundleError` there.
     """
 
     def __init__(
@@ -99,6 +102,15 @@ class FaceAnalyzer:
     @property
     def manifest(self) -> dict[str, Any]:
         return self.model.bundle.public_manifest()
+
+    def warm_up(self) -> None:
+        """Load both ONNX graphs and run one inference each (otherwise done on the first call).
+
+        Raises:
+            BundleError: the model bundle's graph cannot be loaded or run (see ``AgeGenderModel``).
+        """
+        self.model.warm_up()
+        self.detector.detect(np.zeros((64, 64, 3), np.uint8))
 
     # -- stages ---------------------------------------------------------------------------------
     def _stage(self, source: Source, name: str, channels: Channels = "rgb") -> _Staged:
@@ -174,7 +186,8 @@ class FaceAnalyzer:
         name_iter = iter(names) if names is not None else None
         window = max(self.batch_size, 8)
         counter = 0
-        with ThreadPoolExecutor(self.io_workers) as pool:
+        pool = ThreadPoolExecutor(self.io_workers)
+        try:
             pending: list[Future[_Staged]] = []
             while True:
                 chunk = list(islice(items, window))
@@ -193,6 +206,9 @@ class FaceAnalyzer:
                     if progress:
                         progress(len(done))
                 pending = submitted
+        finally:
+            # On Ctrl-C, an error or an abandoned generator, drop the staged work instead of finishing it.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def analyze_batch(
         self, sources: Sequence[Source], names: Sequence[str] | None = None,

@@ -26,15 +26,18 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, imaging
 from ..types import ImageResult
 from .batching import MicroBatcher, QueueFullError
+from .budget import BudgetFullError, MemoryBudget
 from .errors import ApiError, install_error_handlers
+from .protocol import HEADER_TIMEOUT_STATE
 from .schemas import AnalyzeResponse, ErrorResponse, HealthResponse, ImageOut, ModelInfo
 from .settings import ServerSettings
-from .uploads import Upload, check_content_length, read_multipart
+from .uploads import Form, Upload, check_content_length, read_multipart
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +68,31 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid request or image."},
     500: {"model": ErrorResponse, "description": "Unexpected server error (details only in the server log)."},
 }
-_ANALYZE_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": "One or more images (JPEG, PNG, WebP, BMP, TIFF).",
+
+
+def _analyze_body(max_files: int) -> dict[str, Any]:
+    """The documented multipart body (the endpoint reads the stream itself, see uploads.py)."""
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                            "maxItems": max_files,
+                            "description": "One or more images (JPEG, PNG, WebP, BMP, TIFF).",
+                        },
+                        "annotate": {"type": "boolean", "description": "Same as the query parameter."},
                     },
-                    "annotate": {"type": "boolean", "description": "Same as the query parameter."},
-                },
+                }
             }
-        }
-    },
-}
+        },
+    }
 
 
 class Analyzer(Protocol):
@@ -94,6 +103,8 @@ class Analyzer(Protocol):
 
     def analyze_batch(self, sources: Sequence[Any]) -> list[ImageResult]: ...
 
+    def warm_up(self) -> None: ...
+
 
 @dataclass
 class _Runtime:
@@ -101,6 +112,7 @@ class _Runtime:
 
     analyzer: Analyzer | None = None
     batcher: MicroBatcher | None = None
+    budget: MemoryBudget = field(default_factory=lambda: MemoryBudget(1))
     # Decoding more uploads at once than there are cores gains nothing and multiplies peak memory.
     decoding: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(min(4, os.cpu_count() or 1))
@@ -110,14 +122,22 @@ class _Runtime:
 @dataclass
 class _Decoded:
     upload: Upload
+    header: imaging.ImageHeader | None = None
     image: np.ndarray | None = None
     error: ApiError | None = None
 
 
 def load_analyzer(settings: ServerSettings) -> Analyzer:
+    """The analyzer with both graphs loaded and run once.
+
+    Raises:
+        BundleError: the model bundle cannot be used (the server must not start with it).
+    """
     from ..pipeline import FaceAnalyzer
 
-    return FaceAnalyzer(model=settings.model, max_pixels=settings.max_pixels, batch_size=settings.batch_size)
+    analyzer = FaceAnalyzer(model=settings.model, max_pixels=settings.max_pixels, batch_size=settings.batch_size)
+    analyzer.warm_up()
+    return analyzer
 
 
 class SecurityHeaders:
@@ -175,26 +195,80 @@ def _image_error(upload: Upload, exc: imaging.ImageError) -> ApiError:
     return ApiError(status, code, f"{upload.filename}: {exc.reason}", upload.filename)
 
 
-def _decode_all(uploads: list[Upload], max_pixels: int) -> list[_Decoded]:
-    decoded = []
+def _scan_headers(uploads: list[Upload], max_pixels: int) -> list[_Decoded]:
+    """Each upload's header (size, mode) or its error, without decoding any pixels."""
+    scanned = []
     for upload in uploads:
         try:
-            image = imaging.read_image(bytes(upload.data), max_pixels=max_pixels, name=upload.filename)
-            decoded.append(_Decoded(upload, image=image))
+            header = imaging.read_header(upload.data, max_pixels=max_pixels, name=upload.filename)
+            scanned.append(_Decoded(upload, header=header))
         except imaging.ImageError as exc:
-            decoded.append(_Decoded(upload, error=_image_error(upload, exc)))
-        upload.data.clear()  # the raw bytes are not needed any more
-    return decoded
+            scanned.append(_Decoded(upload, error=_image_error(upload, exc)))
+    return scanned
 
 
-def _annotated_png(image: np.ndarray, result: ImageResult) -> str:
+def _decode_all(scanned: list[_Decoded], max_pixels: int) -> None:
+    """Decode the uploads whose header was fine, in place; the raw bytes are dropped as soon as they are."""
+    for item in scanned:
+        upload = item.upload
+        if item.error is None:
+            try:
+                item.image = imaging.read_image(bytes(upload.data), max_pixels=max_pixels, name=upload.filename)
+            except imaging.ImageError as exc:
+                item.error = _image_error(upload, exc)
+        upload.data.clear()
+
+
+def _annotated_jpeg(image: np.ndarray, result: ImageResult, max_side: int) -> bytes:
+    """Boxes and labels drawn on a copy downscaled to ``max_side`` (drawing at full size would cost
+    the full-size copy and a response of many MB), as JPEG."""
+    from dataclasses import replace
+
+    from PIL import Image
+
     from ..annotate import draw
 
-    return base64.b64encode(imaging.encode_png(draw(image, result.faces))).decode("ascii")
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    faces = result.faces
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        faces = [replace(f, box=tuple(v * scale for v in f.box),  # type: ignore[arg-type]
+                         landmarks=[(x * scale, y * scale) for x, y in f.landmarks]) for f in faces]
+    return imaging.encode_jpeg(draw(image, faces), quality=85)
+
+
+def _over_budget(what: str, need: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "request_too_large",
+        f"{what} needs about {need / 2**20:.0f} MB of memory once decoded, over the per-request limit of "
+        f"{limit / 2**20:.0f} MB; send fewer or smaller images",
+    )
+
+
+async def _annotate_entries(
+    decoded: list[_Decoded], results: dict[int, ImageResult], out: list[ImageOut], settings: ServerSettings
+) -> None:
+    """Attach annotated JPEGs in upload order until the response's annotation budget is spent."""
+    spent = 0
+    for item, entry in zip(decoded, out, strict=True):
+        result = results.get(id(item))
+        if item.image is None or result is None or entry.error is not None:
+            continue
+        if spent >= settings.max_annotated_bytes:
+            entry.annotated_note = (f"annotated image left out: this response already carries "
+                                    f"{settings.max_annotated_bytes / 2**20:.0f} MB of them")
+            continue
+        jpeg = await run_in_threadpool(_annotated_jpeg, item.image, result, settings.annotate_max_side)
+        encoded = base64.b64encode(jpeg).decode("ascii")
+        spent += len(encoded)
+        entry.annotated_jpeg = encoded
 
 
 async def _respond(
-    decoded: list[_Decoded], results: dict[int, ImageResult], annotate: bool
+    decoded: list[_Decoded], results: dict[int, ImageResult], annotate: bool, settings: ServerSettings
 ) -> AnalyzeResponse:
     """One entry per upload in order; the first failure's 4xx when no upload succeeded (module docstring)."""
     out: list[ImageOut] = []
@@ -214,14 +288,13 @@ async def _respond(
             )
             continue
         assert result is not None and item.image is not None
-        entry = ImageOut.model_validate({**result.to_dict(), "path": name})
-        if annotate:
-            entry.annotated_png = await run_in_threadpool(_annotated_png, item.image, result)
-        out.append(entry)
+        out.append(ImageOut.model_validate({**result.to_dict(), "path": name}))
     if len(failures) == len(decoded):
         first = failures[0].detail
         errors = [f.detail for f in failures] if len(failures) > 1 else []
         raise ApiError(failures[0].status, first.code, first.message, first.item, errors=errors)
+    if annotate:
+        await _annotate_entries(decoded, results, out, settings)
     return AnalyzeResponse(results=out)
 
 
@@ -235,11 +308,12 @@ def _flag(value: str, name: str) -> bool:
 def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | None = None) -> FastAPI:
     """Build the app; the analyzer is loaded at startup unless one is given (tests share one)."""
     settings = settings or ServerSettings()
-    runtime = _Runtime()
+    runtime = _Runtime(budget=MemoryBudget(settings.server_memory_bytes))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         loaded = analyzer if analyzer is not None else await run_in_threadpool(load_analyzer, settings)
+        await run_in_threadpool(loaded.warm_up)  # a no-op when loaded; a given analyzer may be cold
         runtime.analyzer = loaded
         runtime.batcher = MicroBatcher(
             loaded.analyze_batch,
@@ -250,7 +324,7 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
         )
         await runtime.batcher.start()
         try:
-            yield
+            yield {HEADER_TIMEOUT_STATE: settings.header_timeout}  # read by the connection protocol
         finally:
             await runtime.batcher.stop()
 
@@ -281,6 +355,53 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
             raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
         return runtime.batcher
 
+    @asynccontextmanager
+    async def reserve(amount: int) -> AsyncIterator[None]:
+        """Hold ``amount`` bytes of the server's memory budget; 503 when it does not free up in time."""
+        try:
+            async with runtime.budget.hold(amount, settings.memory_wait):
+                yield
+        except BudgetFullError as exc:
+            raise ApiError(503, "server_busy", f"server busy: {exc}; retry later",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+
+    async def receive_form(request: Request) -> Form:
+        try:
+            return await asyncio.wait_for(
+                read_multipart(
+                    request.headers.get("content-type"),
+                    request.stream(),
+                    max_bytes=settings.max_upload_bytes,
+                    max_files=settings.max_files,
+                ),
+                settings.request_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise ApiError(408, "request_timeout", "the upload was not received in time") from None
+        except ClientDisconnect:
+            # Routine on the open internet: one line, no traceback (nobody is left to answer).
+            client = request.client.host if request.client else "?"
+            log.info("client %s disconnected during the upload to %s", client, request.url.path)
+            raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+
+    async def analyse(scanned: list[_Decoded], queue: MicroBatcher) -> dict[int, ImageResult]:
+        async with runtime.decoding:
+            await run_in_threadpool(_decode_all, scanned, settings.max_pixels)
+        good = [d for d in scanned if d.image is not None]
+        if not good:
+            return {}
+        try:
+            results = await asyncio.wait_for(
+                queue.submit([d.image for d in good if d.image is not None]), settings.request_timeout
+            )
+        except QueueFullError as exc:
+            raise queue_full(exc) from None
+        except asyncio.TimeoutError:
+            raise ApiError(
+                504, "timeout", "the analysis did not finish in time; try fewer or smaller images"
+            ) from None
+        return dict(zip(map(id, good), results, strict=True))
+
     def queue_full(exc: QueueFullError) -> ApiError:
         return ApiError(
             503,
@@ -302,23 +423,27 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
         tags=["analysis"],
         response_model=AnalyzeResponse,
         response_model_exclude_unset=True,
-        openapi_extra={"requestBody": _ANALYZE_BODY},
+        openapi_extra={"requestBody": _analyze_body(settings.max_files)},
         responses={
             400: {"model": ErrorResponse, "description": "Malformed multipart body."},
             408: {"model": ErrorResponse, "description": "The upload took longer than the time limit."},
             413: {
                 "model": ErrorResponse,
-                "description": "Upload over the size limit, or image over the pixel limit.",
+                "description": "Upload over the size limit, image over the pixel limit, or images needing "
+                "more memory than one request may use.",
             },
             415: {"model": ErrorResponse, "description": "Not an image, or an unsupported format."},
-            503: {"model": ErrorResponse, "description": "Too many queued images; see Retry-After."},
+            503: {
+                "model": ErrorResponse,
+                "description": "Too many queued images, or the server's image memory is in use; see Retry-After.",
+            },
             504: {"model": ErrorResponse, "description": "The analysis took longer than the time limit."},
         },
     )
     async def analyze(
         request: Request,
         annotate: bool = Query(
-            False, description="Also return each image with boxes and labels as base64 PNG."
+            False, description="Also return each image with boxes and labels, as a downscaled base64 JPEG."
         ),
     ) -> AnalyzeResponse:
         """Analyse one or more images sent as multipart/form-data in the field `file`."""
@@ -328,38 +453,22 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
             queue.check_capacity(1)  # refuse early, before reading the body
         except QueueFullError as exc:
             raise queue_full(exc) from None
-        try:
-            form = await asyncio.wait_for(
-                read_multipart(
-                    request.headers.get("content-type"),
-                    request.stream(),
-                    max_bytes=settings.max_upload_bytes,
-                    max_files=settings.max_files,
-                ),
-                settings.request_timeout,
-            )
-        except asyncio.TimeoutError:
-            raise ApiError(408, "request_timeout", "the upload was not received in time") from None
-        if "annotate" in form.fields:
-            annotate = annotate or _flag(form.fields["annotate"], "annotate")
-        if not form.files:
-            raise ApiError(422, "no_files", "no file uploaded: send one or more images in the 'file' field")
-        async with runtime.decoding:
-            decoded = await run_in_threadpool(_decode_all, form.files, settings.max_pixels)
-        good = [d for d in decoded if d.image is not None]
-        results: list[ImageResult] = []
-        if good:
-            try:
-                results = await asyncio.wait_for(
-                    queue.submit([d.image for d in good if d.image is not None]), settings.request_timeout
-                )
-            except QueueFullError as exc:
-                raise queue_full(exc) from None
-            except asyncio.TimeoutError:
-                raise ApiError(
-                    504, "timeout", "the analysis did not finish in time; try fewer or smaller images"
-                ) from None
-        return await _respond(decoded, dict(zip(map(id, good), results, strict=True)), annotate)
+        declared = request.headers.get("content-length")
+        body_bytes = int(declared) if declared is not None else settings.max_upload_bytes
+        async with reserve(body_bytes):  # the body is held in memory: reserve it before reading it
+            form = await receive_form(request)
+            if "annotate" in form.fields:
+                annotate = annotate or _flag(form.fields["annotate"], "annotate")
+            if not form.files:
+                raise ApiError(422, "no_files", "no file uploaded: send one or more images in the 'file' field")
+            scanned = await run_in_threadpool(_scan_headers, form.files, settings.max_pixels)
+            pixels = sum(d.header.decode_bytes for d in scanned if d.header is not None)
+            if body_bytes + pixels > settings.request_memory_bytes:
+                what = "this image" if len(scanned) == 1 else f"this request's {len(scanned)} images"
+                raise _over_budget(what, body_bytes + pixels, settings.request_memory_bytes)
+            async with reserve(pixels):
+                results = await analyse(scanned, queue)
+                return await _respond(scanned, results, annotate, settings)
 
     @api.get("/model", response_model=ModelInfo, tags=["model"])
     async def model() -> ModelInfo:
@@ -379,6 +488,10 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # HEAD for uptime checkers and load balancers (uvicorn sends the headers without the body).
+    app.add_api_route("/", page, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

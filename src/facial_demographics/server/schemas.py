@@ -44,8 +44,13 @@ class ImageOut(BaseModel):
     faces: list[FaceOut]
     error: str | None = Field(description="Why this image could not be analysed; null when it was.")
     error_code: str | None = Field(default=None, description="Machine-readable reason; only on failure.")
-    annotated_png: str | None = Field(
-        default=None, description="Base64 PNG with boxes and labels drawn; only with annotate=true."
+    annotated_jpeg: str | None = Field(
+        default=None,
+        description="Base64 JPEG with boxes and labels drawn, downscaled to the server's annotate size "
+        "(boxes and landmarks above stay in original pixels); only with annotate=true.",
+    )
+    annotated_note: str | None = Field(
+        default=None, description="Why the annotated image was left out (the response's size limit)."
     )
 
 

@@ -11,10 +11,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from .app import create_app, load_analyzer
+from .protocol import HeaderTimeoutH11Protocol
 from .settings import SETTINGS_ENV, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """uvicorn settings against slow and idle clients, from ``ServerSettings`` (the one source)."""
+    return {
+        "http": HeaderTimeoutH11Protocol,  # header timeout: see protocol.py
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "limit_concurrency": settings.limit_concurrency,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "server_header": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 def serve_command(
@@ -43,11 +58,17 @@ def serve_command(
     batch_size: int = 16,
     batch_wait_ms: float = 5.0,
     log_level: str = "info",
+    **options: Any,
 ) -> None:
     """Serve the web page and the REST API until interrupted (blocks).
 
     ``api_key`` falls back to $FD_API_KEY. The model is loaded before the port opens, so a bad bundle
     fails here with its reason. Each of ``workers`` processes loads its own copy of the model.
+    ``options`` are further ``ServerSettings`` fields (memory budgets, timeouts, ...).
+
+    Raises:
+        BundleError: the model bundle cannot be loaded or run.
+        ValueError: a setting is out of range.
     """
     import uvicorn
 
@@ -64,6 +85,7 @@ def serve_command(
         max_queue=max_queue,
         batch_size=batch_size,
         batch_wait_ms=batch_wait_ms,
+        **options,
     )
     if not is_loopback(host) and settings.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use it", host)
@@ -71,9 +93,9 @@ def serve_command(
     if workers == 1:
         target = create_app(settings, analyzer=load_analyzer(settings))
     else:
-        from ..model import ModelBundle
+        from ..model import AgeGenderModel
 
-        ModelBundle.load(settings.model)  # fail fast on a bad bundle before starting workers
+        AgeGenderModel(settings.model).warm_up()  # fail fast on a bad bundle before starting workers
         os.environ[SETTINGS_ENV] = settings.to_json()
         target = f"{__name__}:app_from_env"
     uvicorn.run(
@@ -83,9 +105,7 @@ def serve_command(
         host=host,
         port=port,
         log_level=log_level,
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
+        **uvicorn_options(settings),
     )
 
 
@@ -99,16 +119,24 @@ def app_from_env() -> FastAPI:
 
 @contextmanager
 def running_server(
-    app: FastAPI, host: str = "127.0.0.1", log_level: str = "warning", startup_timeout: float = 60.0
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    log_level: str = "warning",
+    startup_timeout: float = 60.0,
+    settings: ServerSettings | None = None,
 ) -> Iterator[str]:
-    """Run ``app`` on a free port of ``host`` in a background thread; yields the base URL, stops on exit."""
+    """Run ``app`` on a free port of ``host`` in a background thread; yields the base URL, stops on exit.
+
+    ``settings`` gives the uvicorn options (as ``serve`` uses them); pass the app's own.
+    """
     import uvicorn
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, server_header=False, lifespan="on"))
+    options = uvicorn_options(settings or ServerSettings())
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", **options))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="fd-test-server", daemon=True
     )

@@ -34,6 +34,20 @@ class ServerSettings:
     batch_size: int = 16  # images per analyze_batch call
     batch_wait_ms: float = 5.0  # how long the first queued image waits for company
     inference_threads: int = 1  # concurrent analyze_batch calls
+    # Memory: uploads and decoded pixels are reserved against these before they are read or decoded
+    # (see budget.py; imaging.ImageHeader.decode_bytes estimates a picture's peak). The request limit
+    # admits one image at max_pixels (50 MP of 8-bit RGB peak at ~700 MB); the server total keeps a
+    # 2-core, few-GB machine under ~1.5 GB with the models loaded (~0.5 GB).
+    request_memory_bytes: int = 768 * _MB  # one request's uploads + decoded images; more → 413
+    server_memory_bytes: int = 1024 * _MB  # all requests together; full → wait, then 503
+    memory_wait: float = 5.0  # seconds a request may wait for its share before 503 + Retry-After
+    annotate_max_side: int = 1280  # annotated images in responses are downscaled to this, as JPEG
+    max_annotated_bytes: int = 8 * _MB  # per response; further annotated images are left out with a note
+    # Slow or idle clients (uvicorn/h11): see serve.py.
+    header_timeout: float = 10.0  # seconds from connection (or end of response) to complete request headers
+    timeout_keep_alive: float = 5.0  # seconds an idle keep-alive connection is kept
+    limit_concurrency: int = 128  # connections + tasks; above it uvicorn answers 503
+    max_header_bytes: int = 16 * 1024  # h11_max_incomplete_event_size: largest request line + headers
 
     def __post_init__(self) -> None:
         positive = (
@@ -44,6 +58,12 @@ class ServerSettings:
             "max_files",
             "max_queue",
             "batch_size",
+            "request_memory_bytes",
+            "server_memory_bytes",
+            "annotate_max_side",
+            "max_annotated_bytes",
+            "limit_concurrency",
+            "max_header_bytes",
         )
         for name in positive + ("inference_threads",):
             value = getattr(self, name)
@@ -51,8 +71,12 @@ class ServerSettings:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.port > 65535:
             raise ValueError(f"port must be at most 65535, got {self.port}")
-        if not self.request_timeout > 0:
-            raise ValueError(f"request_timeout must be positive, got {self.request_timeout}")
+        for name in ("request_timeout", "memory_wait", "header_timeout", "timeout_keep_alive"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        # So that every reservation fits the whole budget (a request's body is reserved from both).
+        if not self.max_upload_bytes <= self.request_memory_bytes <= self.server_memory_bytes:
+            raise ValueError("need max_upload_bytes <= request_memory_bytes <= server_memory_bytes")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():

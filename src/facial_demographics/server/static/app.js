@@ -264,7 +264,7 @@
       return;
     }
     const canvas = card.querySelector("canvas");
-    const shown = img || (result.annotated_png && (await loadImage(`data:image/png;base64,${result.annotated_png}`)));
+    const shown = img || (result.annotated_jpeg && (await loadImage(`data:image/jpeg;base64,${result.annotated_jpeg}`)));
     const boxesDrawn = !img;
     const redraw = (highlight) => drawFaces(canvas, shown, result, highlight, boxesDrawn);
     card.querySelector(".figure").hidden = false;
