@@ -159,7 +159,7 @@ def render(rows: list[Row], env: dict[str, Any], repeats: int) -> Table:
         table.add_row(row.case, str(row.faces), f"{row.median_ms:.1f}", f"{row.p90_ms:.1f}",
                       f"{row.images_per_s:.1f}")
     table.caption = (f"{env['cpu_count']} CPUs, load average {env['load_average_1min']}; "
-                     "the fine pass works on about 0.64 MP (DetectorConfig.pixel_budget), plus a coarse pass at 256 px "
+                     "the fine pass works on about 0.52 MP (DetectorConfig.pixel_budget), plus a coarse pass at 256 px "
                      "for large faces; 0.2.0 rows: one pass, photos downscaled to 960 px")
     return table
 

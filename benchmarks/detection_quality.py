@@ -37,8 +37,8 @@ Detect = Callable[[np.ndarray], list[Detection]]
 def candidates(threads: int | None) -> list[tuple[str, Detect]]:
     ours = [
         ("ours 0.2.0: 1 pass ≤ 960 px, thr 0.8", DetectorConfig.single_scale(score_threshold=0.8, threads=threads)),
-        ("ours default: 0.64 MP + coarse, thr 0.6", DetectorConfig(threads=threads)),
-        ("ours 1.4 MP + coarse, thr 0.6", DetectorConfig(pixel_budget=1_400_000, threads=threads)),
+        ("ours default: 0.52 MP + coarse, thr 0.6", DetectorConfig(threads=threads)),
+        ("ours 1.0 MP + coarse, thr 0.6", DetectorConfig(pixel_budget=1_000_000, threads=threads)),
     ]
     out: list[tuple[str, Detect]] = [(name, FaceDetector(cfg).detect) for name, cfg in ours]
     peer = peer_detector()

@@ -124,7 +124,8 @@ def test_small_benchmark_on_real_faces(utkface_dir: Path) -> None:
     # Face-free scenes: gravel blurred and enlarged gets boxes from both detectors (see the README); this
     # seed has one such scene among about 10, so the bound is per image over all scenes.
     assert new["false_positives_per_image"] <= 0.5
-    assert new["recall_by_size"]["64-128"]["recall"] >= 0.85
+    for band, row in old["recall_by_size"].items():  # at the same cost at 1080p, no size band gets worse
+        assert new["recall_by_size"][band]["recall"] >= row["recall"] - 0.02, band
     assert new["recall"] > old["recall"]
     assert new["precision"] >= old["precision"] - 0.02
     assert set(new["ms_per_image"]) == {"640x480", "1920x1080"}
