@@ -58,7 +58,7 @@ def test_onnx_has_dynamic_batch_and_flip_tta_baked_in(trained: tuple[Path, Path]
 
 
 def test_bundle_loads_with_the_shared_reader(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    model_mod = pytest.importorskip("facial_demographics.model")
+    import facial_demographics.model as model_mod  # a broken import must fail the test, not skip it
     report = export_bundle(trained[0], tmp_path / "bundle", cache=trained[1])
     predictor = model_mod.AgeGenderModel(model_mod.ModelBundle.load(report.bundle))
     faces = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
