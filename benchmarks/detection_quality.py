@@ -17,7 +17,6 @@ faces it did find; the ``IoU ≥ 0.3`` column shows how many.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     console.print(f"{args.scenes} scenes, seed {args.seed}, pool {len(pool)} faces; {env['cpu_count']} CPUs, "
                   f"load average {env['load_average_1min']}")
     write_json(console, args.json, {"benchmark": "detection_quality", "environment": env,
-                                    "settings": settings.__dict__, "rows": json.loads(json.dumps(rows))})
+                                    "settings": settings.__dict__, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -401,7 +401,7 @@ def evaluate_detection(
     """Measure the face detector on generated scenes: recall by face size, duplicates, false faces, time."""
     _need_extra("data")
     from .detection import DetectorConfig
-    from .evaluation.detection_eval import BenchmarkSettings, evaluate_detection_command
+    from .evaluation.detection_eval import BenchmarkSettings, evaluate_detection_command, summary_line
 
     with _user_errors():
         overrides: dict[str, Any] = {k: v for k, v in (("score_threshold", score_threshold),
@@ -409,12 +409,7 @@ def evaluate_detection(
         config = DetectorConfig.single_scale(**overrides) if single_scale else DetectorConfig(**overrides)
         settings = BenchmarkSettings(scenes=scenes, seed=seed, pool_size=pool)
         m = evaluate_detection_command(dataset, out, settings, config, split_file, console=err)
-    pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"  # noqa: E731
-    typer.echo(f"recall {pct(m['recall'])} (≥ 32 px: {pct(m['recall_32_plus'])}), precision {pct(m['precision'])}, "
-               f"duplicates {pct(m['duplicates_per_face'])} of faces, "
-               f"{m['false_positives_per_face_free_image']:.3f} false faces per face-free image, "
-               f"close-ups with one box {pct(m['closeups']['exactly_one_box'])}; "
-               + ", ".join(f"{k} {v:.1f} ms" for k, v in m["ms_per_image"].items()) + f" → {out}")
+    typer.echo(f"{summary_line(m)} → {out}")
 
 
 @app.command()
@@ -497,10 +492,8 @@ def _given(**values: Any) -> dict[str, Any]:
 
 
 
-_EXTRAS = {
-    "data": ("pandas", "pyarrow", "scipy", "matplotlib", "skimage"),
-    "train": ("torch", "kornia", "onnx", "pandas", "pyarrow", "scipy", "matplotlib"),
-}
+_DATA_MODULES = ("pandas", "pyarrow", "scipy", "matplotlib", "skimage")
+_EXTRAS = {"data": _DATA_MODULES, "train": ("torch", "kornia", "onnx", *_DATA_MODULES)}  # train pulls in data
 
 
 def _need_extra(extra: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -89,11 +89,13 @@ class FaceAnalyzer:
         else:
             # Images are detected in parallel by the thread pool, so each detection uses one thread
             # unless told otherwise (more would oversubscribe the cores).
-            cfg = detector or DetectorConfig(threads=threads or (1 if self.io_workers > 1 else None))
-            if cropped:  # we know a face is there: accept weaker detections before falling back; one
-                # pass, exactly as the training cache was built
-                cfg = DetectorConfig.single_scale(threads=cfg.threads,
-                                                  score_threshold=self.alignment.single_score_threshold)
+            own_threads = threads or (1 if self.io_workers > 1 else None)
+            if cropped:  # one pass, exactly as the training cache was built (unless a config is given),
+                # and weaker detections accepted before falling back: we know a face is there
+                base = detector or DetectorConfig.single_scale(threads=own_threads)
+                cfg = replace(base, score_threshold=self.alignment.single_score_threshold)
+            else:
+                cfg = detector or DetectorConfig(threads=own_threads)
             self.detector = FaceDetector(cfg)
         self.cropped = cropped
         self.batch_size = batch_size

@@ -183,6 +183,16 @@ A face is found when a box overlaps it with IoU ≥ 0.5; a duplicate is a furthe
 {_worst(outcomes, gallery)}</body></html>"""
 
 
+def summary_line(metrics: dict[str, Any]) -> str:
+    """The headline figures in one sentence, for the terminal."""
+    m = metrics
+    return (f"recall {_pct(m['recall'])} (≥ 32 px: {_pct(m['recall_32_plus'])}), precision {_pct(m['precision'])}, "
+            f"duplicates {_pct(m['duplicates_per_face'])} of faces, "
+            f"{m['false_positives_per_face_free_image'] or 0:.3f} false faces per face-free image, "
+            f"close-ups with one box {_pct(m['closeups']['exactly_one_box'])}; "
+            + ", ".join(f"{k} {v:.1f} ms" for k, v in m["ms_per_image"].items()))
+
+
 def write_outputs(out: Path, metrics: dict[str, Any], outcomes: Sequence[SceneOutcome]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")

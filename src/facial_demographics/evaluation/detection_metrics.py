@@ -93,18 +93,19 @@ def match_scene(scene: Scene, detections: Sequence[Detection], seconds: float = 
     truth = [clip_box(f.box, width, height) for f in scene.faces]
     ignored = [_area(t) < MIN_VISIBLE * _area(f.box) or f.size < MIN_SIZE for t, f in zip(truth, scene.faces,
                                                                                              strict=True)]
-    out = SceneOutcome(scene, list(detections), seconds, found=[False] * len(truth), ignored=ignored)
-    for det in sorted(detections, key=lambda d: -d.score):
+    out = SceneOutcome(scene, list(detections), seconds, matched=[-1] * len(detections),
+                       found=[False] * len(truth), ignored=ignored)
+    for k in sorted(range(len(detections)), key=lambda k: -detections[k].score):
+        det = detections[k]
         box = clip_box(det.box, width, height)
         overlaps = [iou(box, t) if not out.found[i] else 0.0 for i, t in enumerate(truth)]
         best = int(np.argmax(overlaps)) if overlaps else -1
         if best >= 0 and overlaps[best] >= iou_match:
             out.found[best] = True
-            out.matched.append(best)
+            out.matched[k] = best
             if not ignored[best] and np.isfinite(det.landmarks).all():  # a detector may give no landmarks
                 out.landmark_errors.append(_landmark_error(scene.faces[best].landmarks, det.landmarks))
             continue
-        out.matched.append(-1)
         on_face = max((_intersection(box, t) / max(_area(box), 1e-9) for t in truth), default=0.0)
         on_ignored = any(ign and _intersection(box, t) > 0.5 * _area(box) for t, ign in zip(truth, ignored,
                                                                                              strict=True))
@@ -114,10 +115,6 @@ def match_scene(scene: Scene, detections: Sequence[Detection], seconds: float = 
             out.duplicates += 1
         else:
             out.false_positives += 1
-    # ``matched`` follows the score order above; report it in the detections' own order.
-    order = sorted(range(len(detections)), key=lambda k: -detections[k].score)
-    by_index = dict(zip(order, out.matched, strict=True))
-    out.matched = [by_index[k] for k in range(len(detections))]
     return out
 
 

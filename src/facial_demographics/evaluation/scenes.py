@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import cv2
 import numpy as np
@@ -55,6 +55,11 @@ class PoolFace:
     image: np.ndarray  # (200, 200, 3) RGB
     box: tuple[float, float, float, float]
     landmarks: np.ndarray  # (5, 2)
+
+    @cached_property
+    def with_context(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """The crop extended for pasting, its blending mask and the pad (made once, pasted many times)."""
+        return _with_context(self.image)
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ def paste(canvas: np.ndarray, face: PoolFace, size: float, angle: float, centre:
     scale = size / math.sqrt((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
     matrix = np.asarray(cv2.getRotationMatrix2D(bx, angle, scale), dtype=np.float64)
     matrix[:, 2] += np.array(centre) - bx
-    image, mask, pad = _with_context(face.image)
+    image, mask, pad = face.with_context
     source = matrix.copy()  # from the extended crop's pixels
     source[:, 2] -= source[:, :2] @ np.array([pad, pad], dtype=np.float64)
     h, w = image.shape[:2]
