@@ -72,7 +72,7 @@ def test_distribution_expected_value_and_interval(tiny_bundle: Path, tmp_path: P
     model = _model_with_head(tiny_bundle, tmp_path, {})
     logits = np.full((1, 101), -1e9)
     logits[0, 30] = logits[0, 40] = 0.0  # half the mass at 30, half at 40
-    age, low, high = model._age(logits, model.bundle.manifest["heads"]["age"])
+    age, low, high = model.bundle.spec.age.decode(logits, model.interval)
     assert age[0] == pytest.approx(35.0)
     # 10 % quantile lies inside the bin of 30, 90 % inside the bin of 40.
     assert 29.5 <= low[0] <= 30.5 and 39.5 <= high[0] <= 40.5
@@ -82,6 +82,6 @@ def test_bucket_head(tiny_bundle: Path, tmp_path: Path) -> None:
     model = _model_with_head(tiny_bundle, tmp_path, {"type": "buckets", "edges": [0, 25, 50, 75, 100, 120],
                                                           "values": [12.5, 37.5, 62.5, 87.5, 110.0]})
     logits = np.array([[0.0, -1e9, -1e9, -1e9, -1e9]])
-    age, low, high = model._age(logits, model.bundle.manifest["heads"]["age"])
+    age, low, high = model.bundle.spec.age.decode(logits, model.interval)
     assert age[0] == pytest.approx(12.5)
     assert low[0] == pytest.approx(2.5) and high[0] == pytest.approx(22.5)

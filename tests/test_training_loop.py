@@ -14,11 +14,16 @@ import torch
 
 from facial_demographics.training.config import RunConfig, config_from_dict, load_config
 from facial_demographics.training.data import DataError, FaceBatches, load_cache, split_rows
-from facial_demographics.training.loop import EpochState, StopTraining, load_checkpoint, train
+from facial_demographics.training.checkpoint import Checkpoint
+from facial_demographics.training.loop import EpochState, train
 
 from test_training_helpers import make_cache
 
 torch.set_num_threads(2)
+
+
+class Crash(Exception):
+    """Stands for a run killed after an epoch's checkpoint was written."""
 
 
 def _tiny(cache: Path, split: Path, **changes: Any) -> RunConfig:
@@ -87,8 +92,8 @@ def test_tiny_config_trains_and_loss_goes_down(cache: tuple[Path, Path], tmp_pat
     for col in ("val_mae", "val_cs5", "val_bucket_acc", "val_gender_acc", "images_per_s"):
         assert table[col].notna().all(), col
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())[-1]["global_step"] == 15
-    best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert best["best"]["value"] == pytest.approx(table["val_mae"].min())
+    best = Checkpoint.load(tmp_path / "run" / "best.pt")
+    assert best.best.value == pytest.approx(table["val_mae"].min())
 
 
 def test_stopped_run_resumes_like_an_uninterrupted_one(cache: tuple[Path, Path], tmp_path: Path) -> None:
@@ -98,21 +103,21 @@ def test_stopped_run_resumes_like_an_uninterrupted_one(cache: tuple[Path, Path],
 
     def crash_after_two(state: EpochState) -> None:
         if state.epoch == 2:
-            raise StopTraining
+            raise Crash
 
-    with pytest.raises(StopTraining):
+    with pytest.raises(Crash):
         train(cfg, tmp_path / "cut", on_epoch_end=crash_after_two, progress=False, log=lambda _: None)
-    mid = load_checkpoint(tmp_path / "cut" / "last.pt")
-    assert (mid["epoch"], mid["global_step"]) == (2, 6)
+    mid = Checkpoint.load(tmp_path / "cut" / "last.pt")
+    assert (mid.epoch, mid.global_step) == (2, 6)
     resumed = train(cfg, tmp_path / "cut", resume=tmp_path / "cut" / "last.pt", progress=False,
                     log=lambda _: None)
-    a, b = load_checkpoint(full.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
-    assert a["global_step"] == b["global_step"] == 12
-    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    a, b = Checkpoint.load(full.last_checkpoint), Checkpoint.load(resumed.last_checkpoint)
+    assert a.global_step == b.global_step == 12
+    assert a.states["optimizer"]["param_groups"][0]["lr"] == b.states["optimizer"]["param_groups"][0]["lr"]
     assert [h["lr"] for h in full.history] == [h["lr"] for h in resumed.history]
     assert [h["global_step"] for h in resumed.history] == [3, 6, 9, 12]
-    for key, value in a["model"].items():
-        torch.testing.assert_close(value, b["model"][key], rtol=1e-5, atol=1e-6)
+    for key, value in a.states["model"].items():
+        torch.testing.assert_close(value, b.states["model"][key], rtol=1e-5, atol=1e-6)
 
 
 def test_two_rounds_from_one_command(cache: tuple[Path, Path], tmp_path: Path) -> None:
@@ -122,10 +127,10 @@ def test_two_rounds_from_one_command(cache: tuple[Path, Path], tmp_path: Path) -
     cfg = config_from_dict({**raw, "rounds": raw["rounds"]})
     result = train(cfg, tmp_path / "run", progress=False, log=lambda _: None)
     assert [h["round"] for h in result.history] == ["round1"] * 2 + ["round2"] * 2
-    r2 = load_checkpoint(tmp_path / "run" / "round2" / "last.pt")
+    r2 = Checkpoint.load(tmp_path / "run" / "round2" / "last.pt")
     # Round 2 starts fresh at its own lr and halves it each epoch; its global step restarts.
-    assert r2["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 0.25)
-    assert r2["global_step"] == 6
+    assert r2.states["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.001 * 0.25)
+    assert r2.global_step == 6
     assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 4
     assert len(pd.read_csv(tmp_path / "run" / "round1" / "metrics.csv")) == 2
     assert (tmp_path / "run" / "metrics.png").is_file()

@@ -19,16 +19,14 @@ from typing import Any
 import numpy as np
 
 from .alignment import AlignmentConfig
+from .manifest import FORMAT_VERSION, BundleError, BundleSpec, validate_manifest
 from .runtime import cpu_session
+
+__all__ = ["FORMAT_VERSION", "BundleError", "BundleSpec", "ModelBundle", "AgeGenderModel", "Prediction",
+           "validate_manifest", "write_bundle", "sha256_file", "default_bundle_path"]
 
 MANIFEST = "manifest.json"
 GRAPH = "model.onnx"
-FORMAT_VERSION = 1
-AGE_HEAD_TYPES = ("distribution", "buckets", "regression")
-
-
-class BundleError(ValueError):
-    """A model bundle that cannot be used: missing files, bad manifest, hash mismatch."""
 
 
 def sha256_file(path: Path) -> str:
@@ -44,55 +42,6 @@ def default_bundle_path() -> Path:
     return Path(__file__).parent / "models" / "default"
 
 
-def _require(manifest: dict[str, Any], dotted: str, kind: type | tuple[type, ...]) -> Any:
-    node: Any = manifest
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise BundleError(f"manifest: missing key '{dotted}'")
-        node = node[part]
-    if not isinstance(node, kind):
-        raise BundleError(f"manifest: '{dotted}' must be {kind}, got {type(node).__name__}")
-    return node
-
-
-def validate_manifest(manifest: dict[str, Any]) -> None:
-    """Check the schema; raise BundleError naming the first bad key."""
-    if _require(manifest, "format", int) != FORMAT_VERSION:
-        raise BundleError(f"manifest: unsupported format {manifest['format']} (this version reads {FORMAT_VERSION})")
-    _require(manifest, "name", str)
-    _require(manifest, "version", str)
-    size = _require(manifest, "input.size", int)
-    if _require(manifest, "input.color", str) != "RGB":
-        raise BundleError("manifest: input.color must be 'RGB'")
-    if _require(manifest, "input.layout", str) != "NCHW":
-        raise BundleError("manifest: input.layout must be 'NCHW'")
-    value_range = _require(manifest, "input.range", list)
-    if len(value_range) != 2:
-        raise BundleError("manifest: input.range must be [low, high]")
-    _require(manifest, "input.name", str)
-    if _require(manifest, "alignment.size", int) != size:
-        raise BundleError("manifest: alignment.size must equal input.size")
-    AlignmentConfig(size=size, margin=float(_require(manifest, "alignment.margin", (int, float))),
-                    template=_require(manifest, "alignment.template", str))
-    age_type = _require(manifest, "heads.age.type", str)
-    if age_type not in AGE_HEAD_TYPES:
-        raise BundleError(f"manifest: heads.age.type must be one of {AGE_HEAD_TYPES}, got {age_type!r}")
-    _require(manifest, "heads.age.output", str)
-    if age_type == "distribution":
-        _require(manifest, "heads.age.values", list)
-    if age_type == "buckets":
-        edges = _require(manifest, "heads.age.edges", list)
-        if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-            raise BundleError("manifest: heads.age.edges must be increasing")
-    gender = manifest.get("heads", {}).get("gender")
-    if gender is not None:
-        _require(manifest, "heads.gender.output", str)
-        labels = _require(manifest, "heads.gender.labels", list)
-        if sorted(labels) != ["female", "male"]:
-            raise BundleError("manifest: heads.gender.labels must be ['male', 'female'] in some order")
-    _require(manifest, "sha256", dict)
-
-
 def write_bundle(out_dir: str | Path, onnx_path: str | Path, manifest: dict[str, Any]) -> Path:
     """Copy the graph into ``out_dir``, stamp its sha256 into the manifest, validate, write."""
     out = Path(out_dir)
@@ -101,20 +50,25 @@ def write_bundle(out_dir: str | Path, onnx_path: str | Path, manifest: dict[str,
     if Path(onnx_path).resolve() != graph.resolve():
         shutil.copyfile(onnx_path, graph)
     manifest = {**manifest, "format": FORMAT_VERSION, "sha256": {GRAPH: sha256_file(graph)}}
-    validate_manifest(manifest)
+    BundleSpec.parse(manifest)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A validated bundle on disk."""
+    """A validated bundle on disk: its directory and the parsed manifest."""
 
     root: Path
-    manifest: dict[str, Any]
+    spec: BundleSpec
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ModelBundle:
+        """Read, validate and hash-check a bundle (``None``: the bundled default model).
+
+        Raises:
+            BundleError: missing files, invalid JSON, a bad manifest key or a graph whose sha256 differs.
+        """
         root = Path(path) if path is not None else default_bundle_path()
         if root.is_file() and root.name == MANIFEST:
             root = root.parent
@@ -127,15 +81,20 @@ class ModelBundle:
             raise BundleError(f"{manifest_path}: invalid JSON ({exc})") from exc
         if not isinstance(manifest, dict):
             raise BundleError(f"{manifest_path}: the manifest must be a JSON object")
-        validate_manifest(manifest)
-        expected = manifest["sha256"].get(GRAPH)
+        spec = BundleSpec.parse(manifest)
+        expected = spec.sha256.get(GRAPH)
         actual = sha256_file(graph)
         if expected != actual:
             raise BundleError(
                 f"{graph}: sha256 mismatch (manifest says {expected}, file is {actual}); "
                 "the graph was modified or belongs to another bundle"
             )
-        return cls(root, manifest)
+        return cls(root, spec)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest document (a fresh copy; read typed fields from :attr:`spec`)."""
+        return self.spec.to_manifest()
 
     @property
     def graph_path(self) -> Path:
@@ -143,20 +102,19 @@ class ModelBundle:
 
     @property
     def input_size(self) -> int:
-        return int(self.manifest["input"]["size"])
+        return self.spec.input.size
 
     @property
     def alignment(self) -> AlignmentConfig:
-        a = self.manifest["alignment"]
-        return AlignmentConfig(size=int(a["size"]), margin=float(a["margin"]), template=str(a["template"]))
+        return self.spec.alignment
 
     @property
     def has_gender(self) -> bool:
-        return self.manifest["heads"].get("gender") is not None
+        return self.spec.gender is not None
 
     def public_manifest(self) -> dict[str, Any]:
         """The manifest as shown to users and API clients (no file-system paths)."""
-        return json.loads(json.dumps(self.manifest))
+        return self.spec.to_manifest()
 
 
 @dataclass(frozen=True)
@@ -169,36 +127,24 @@ class Prediction:
     p_female: np.ndarray  # NaN when the model has no gender head
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _quantiles_from_cdf(cdf: np.ndarray, grid: np.ndarray, q: float) -> np.ndarray:
-    """Per row, the value where the piecewise-linear CDF (over ``grid``) crosses q."""
-    return np.array([np.interp(q, row, grid) for row in cdf])
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
-def _check_graph_matches(session: Any, manifest: dict[str, Any], graph: Path) -> None:
+def _check_graph_matches(session: Any, spec: BundleSpec, graph: Path) -> None:
     """The manifest's input and output names must exist in the graph (a mismatch would fail every face)."""
     inputs = [i.name for i in session.get_inputs()]
     outputs = {o.name for o in session.get_outputs()}
-    if manifest["input"]["name"] not in inputs:
+    if spec.input.name not in inputs:
         raise BundleError(
-            f"{graph}: manifest input.name {manifest['input']['name']!r} is not an input of the graph "
+            f"{graph}: manifest input.name {spec.input.name!r} is not an input of the graph "
             f"(the graph's inputs: {', '.join(inputs)})"
         )
-    heads = manifest["heads"]
-    for head in ("age", "gender"):
-        if heads.get(head) and heads[head]["output"] not in outputs:
+    for head, name in (("age", spec.age.output), ("gender", spec.gender.output if spec.gender else None)):
+        if name is not None and name not in outputs:
             raise BundleError(
-                f"{graph}: manifest heads.{head}.output {heads[head]['output']!r} is not an output of the graph "
+                f"{graph}: manifest heads.{head}.output {name!r} is not an output of the graph "
                 f"(the graph's outputs: {', '.join(sorted(outputs))})"
             )
 
@@ -247,11 +193,11 @@ class AgeGenderModel:
             session = cpu_session(str(graph), self.threads)
         except Exception as exc:  # ONNX Runtime raises its own classes (InvalidProtobuf, Fail, ...)
             raise BundleError(f"{graph}: ONNX Runtime cannot load the graph ({_first_line(exc)})") from None
-        _check_graph_matches(session, self.bundle.manifest, graph)
+        _check_graph_matches(session, self.bundle.spec, graph)
         size = self.bundle.input_size
         names = [o.name for o in session.get_outputs()]
         try:  # one real inference: shape or type errors in the graph surface here, not per request
-            session.run(names, {self.bundle.manifest["input"]["name"]: self.to_input(
+            session.run(names, {self.bundle.spec.input.name: self.to_input(
                 np.zeros((1, size, size, 3), np.uint8))})
         except Exception as exc:
             raise BundleError(f"{graph}: the warm-up inference failed ({_first_line(exc)})") from None
@@ -262,7 +208,7 @@ class AgeGenderModel:
         size = self.bundle.input_size
         if faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
             raise ValueError(f"expected faces of shape (N, {size}, {size}, 3), got {faces.shape}")
-        low, high = self.bundle.manifest["input"]["range"]
+        low, high = self.bundle.spec.input.low, self.bundle.spec.input.high
         x = faces.astype(np.float32).transpose(0, 3, 1, 2)
         if (low, high) != (0, 255):
             x = x * ((high - low) / 255.0) + low
@@ -272,44 +218,19 @@ class AgeGenderModel:
         """The graph's outputs by name."""
         session = self.session
         names = [o.name for o in session.get_outputs()]
-        values = session.run(names, {self.bundle.manifest["input"]["name"]: self.to_input(faces)})
+        values = session.run(names, {self.bundle.spec.input.name: self.to_input(faces)})
         return dict(zip(names, values, strict=True))
 
     def predict(self, faces: np.ndarray) -> Prediction:
+        """Age, interval and P(female) for uint8 (N, S, S, 3) aligned RGB faces."""
         if len(faces) == 0:
             empty = np.zeros(0, dtype=np.float64)
             return Prediction(empty, empty, empty, empty)
-        heads = self.bundle.manifest["heads"]
+        spec = self.bundle.spec
         out = self.raw(faces)
-        age, low, high = self._age(out[heads["age"]["output"]].astype(np.float64), heads["age"])
-        if heads.get("gender"):
-            probs = _softmax(out[heads["gender"]["output"]].astype(np.float64))
-            p_female = probs[:, heads["gender"]["labels"].index("female")]
+        age, low, high = spec.age.decode(out[spec.age.output].astype(np.float64), self.interval)
+        if spec.gender is not None:
+            p_female = spec.gender.p_female(out[spec.gender.output].astype(np.float64))
         else:
             p_female = np.full(len(faces), np.nan)
         return Prediction(age, low, high, p_female)
-
-    def _age(self, logits: np.ndarray, head: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        tail = (1.0 - self.interval) / 2.0
-        kind = head["type"]
-        if kind == "regression":
-            age = logits.reshape(len(logits), -1)[:, 0]
-            # A regressor has no distribution: the interval comes from its validation residuals.
-            spread = float(head.get("residual_quantile", {}).get(str(self.interval), 0.0))
-            return age, np.maximum(age - spread, 0.0), age + spread
-        temperature = float(head.get("temperature", 1.0))
-        probs = _softmax(logits)
-        interval_probs = _softmax(logits / temperature) if temperature != 1.0 else probs
-        if kind == "distribution":
-            values = np.asarray(head["values"], dtype=np.float64)
-            age = probs @ values
-            # Each bin is treated as a unit-wide interval around its value for a continuous CDF.
-            grid = np.concatenate([[values[0] - 0.5], values + 0.5])
-        else:  # buckets
-            grid = np.asarray(head["edges"], dtype=np.float64)
-            centres = np.asarray(head.get("values", (grid[:-1] + grid[1:]) / 2), dtype=np.float64)
-            age = probs @ centres
-        cdf = np.concatenate([np.zeros((len(probs), 1)), np.cumsum(interval_probs, axis=1)], axis=1)
-        low = _quantiles_from_cdf(cdf, grid, tail)
-        high = _quantiles_from_cdf(cdf, grid, 1.0 - tail)
-        return age, np.maximum(low, 0.0), high

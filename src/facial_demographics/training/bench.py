@@ -14,8 +14,9 @@ import torch
 
 from .config import RunConfig, load_config, with_overrides
 from .data import Augment, to_input, train_input
-from .loop import make_optimizer, predict_logits
 from .models import build_model
+from .optim import make_optimizer
+from .validate import predict_logits
 
 
 @dataclass

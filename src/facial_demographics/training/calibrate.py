@@ -8,13 +8,13 @@ requested share of validation ages. Only the validation split is used; the test 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..datasets.cache import FaceCache, split_faces
+from ..manifest import AgeHead
 from ..model import AgeGenderModel, ModelBundle, write_bundle
 
 TEMPERATURES = np.round(np.arange(0.4, 3.01, 0.05), 3)
@@ -28,9 +28,9 @@ class Calibration:
     faces: int
 
 
-def coverage(model: AgeGenderModel, logits: np.ndarray, ages: np.ndarray, temperature: float) -> float:
-    head = {**model.bundle.manifest["heads"]["age"], "temperature": float(temperature)}
-    _, low, high = model._age(logits, head)
+def coverage(head: AgeHead, logits: np.ndarray, ages: np.ndarray, target: float) -> float:
+    """Share of ``ages`` inside the head's central ``target`` interval."""
+    _, low, high = head.decode(logits, target)
     return float(np.mean((ages >= low) & (ages <= high)))
 
 
@@ -38,9 +38,9 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path, *, spl
                      target: float = 0.8, batch_size: int = 128) -> Calibration:
     """Fit the interval temperature on ``split`` and write it into the bundle's manifest."""
     bundle = ModelBundle.load(bundle_dir)
-    head = bundle.manifest["heads"]["age"]
-    if head["type"] not in ("distribution", "buckets"):
-        raise ValueError(f"{bundle_dir}: a {head['type']} age head has no distribution to calibrate")
+    head = bundle.spec.age
+    if head.type not in ("distribution", "buckets"):
+        raise ValueError(f"{bundle_dir}: a {head.type} age head has no distribution to calibrate")
     cache = FaceCache.open(cache_dir)
     if int(cache.meta["size"]) != bundle.input_size:
         raise ValueError(f"{cache_dir}: faces are {cache.meta['size']} px, the model takes {bundle.input_size} px")
@@ -48,15 +48,14 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path, *, spl
     if len(faces) == 0:
         raise ValueError(f"{split_file}: no cached faces in split {split!r}")
     model = AgeGenderModel(bundle, interval=target)
-    out_name = head["output"]
-    logits = np.concatenate([model.raw(faces[i : i + batch_size])[out_name] for i in range(0, len(faces), batch_size)])
+    logits = np.concatenate([model.raw(faces[i : i + batch_size])[head.output]
+                             for i in range(0, len(faces), batch_size)])
     ages = rows["age"].to_numpy(dtype=np.float64)
-    before = coverage(model, logits, ages, float(head.get("temperature", 1.0)))
-    scores = [abs(coverage(model, logits, ages, t) - target) for t in TEMPERATURES]
+    before = coverage(head, logits, ages, target)
+    scores = [abs(coverage(head.with_temperature(t), logits, ages, target) - target) for t in TEMPERATURES]
     best = float(TEMPERATURES[int(np.argmin(scores))])
-    after = coverage(model, logits, ages, best)
-    manifest = json.loads(json.dumps(bundle.manifest))
-    manifest["heads"]["age"]["temperature"] = best
+    after = coverage(head.with_temperature(best), logits, ages, target)
+    manifest = bundle.spec.with_age(head.with_temperature(best)).to_manifest()
     manifest.setdefault("training", {})["interval_calibration"] = {
         "split": split, "target": target, "temperature": best, "faces": int(len(faces)),
         "coverage_before": round(before, 4), "coverage_after": round(after, 4),

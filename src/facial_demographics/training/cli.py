@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RunConfig, config_from_dict, load_config, with_overrides
-from .loop import TrainResult, load_checkpoint, run_dir_of, train
-
-
-def _resolve(config: Path | None, resume: Path | None) -> RunConfig:
-    if config is not None:
-        return load_config(config)
-    if resume is None:
-        raise ValueError("give --config (a TOML run config) or --resume (a last.pt checkpoint)")
-    return config_from_dict(load_checkpoint(resume)["config"])
+from .checkpoint import Checkpoint
+from .config import ConfigError, load_config, with_overrides
+from .loop import TrainResult, train
 
 
 def train_command(config: Path | None, resume: Path | None = None, lr: float | None = None,
@@ -24,10 +17,14 @@ def train_command(config: Path | None, resume: Path | None = None, lr: float | N
 
     Without ``out`` the run goes to ``runs/<config name>`` (or, when resuming, the checkpoint's run dir).
     """
-    cfg = with_overrides(_resolve(config, resume), lr=lr, epochs=epochs, cache=cache, split=split)
+    if config is None and resume is None:
+        raise ConfigError("give --config (a TOML run config) or --resume (a last.pt checkpoint)")
+    ckpt = Checkpoint.load(resume) if resume is not None else None  # read once, used three ways
+    base = load_config(config) if config is not None else ckpt.config  # type: ignore[union-attr]
+    cfg = with_overrides(base, lr=lr, epochs=epochs, cache=cache, split=split)
     if out is None:
-        out = run_dir_of(resume) if resume is not None else Path("runs") / cfg.name
-    result = train(cfg, Path(out), resume=resume, max_steps=max_steps, progress=progress)
+        out = ckpt.run_dir if ckpt is not None else Path("runs") / cfg.name
+    result = train(cfg, Path(out), resume=ckpt, max_steps=max_steps, progress=progress)
     best = result.best
     print(f"done: best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}; "
           f"checkpoints {result.best_checkpoint} and {result.last_checkpoint}; curves and metrics in {out}",

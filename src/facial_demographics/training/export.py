@@ -18,12 +18,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..alignment import AlignmentConfig
+from ..manifest import FORMAT_VERSION, AgeHead, GenderHead, InputSpec, alignment_section
 from ..model import write_bundle
+from .checkpoint import Checkpoint
 from .config import RunConfig, config_from_dict
 from .data import load_cache, split_rows, to_input
-from .loop import load_checkpoint, predict_logits
 from .losses import expected_age
 from .models import AgeGenderNet, HeadSpec, build_model, head_spec
+from .validate import predict_logits
 
 LICENSE = ("Weights trained on UTKFace / IMDB-WIKI: non-commercial research use only (dataset terms); "
            "EfficientNet-Lite0 ImageNet initialisation: Apache-2.0")
@@ -52,12 +55,11 @@ class ExportWrapper(nn.Module):
         return (age,) if gender is None else (age, gender)
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> tuple[RunConfig, AgeGenderNet]:
+def model_from_checkpoint(ckpt: Checkpoint) -> tuple[RunConfig, AgeGenderNet]:
     """The evaluated network of a checkpoint (EMA weights when present), in eval mode."""
-    cfg = config_from_dict(ckpt["config"])
-    model = build_model(cfg, pretrained=False)
-    model.load_state_dict(ckpt["ema_model"] if ckpt.get("ema_model") else ckpt["model"])
-    return cfg, model.eval()
+    model = build_model(ckpt.config, pretrained=False)
+    model.load_state_dict(ckpt.eval_weights)
+    return ckpt.config, model.eval()
 
 
 def sample_inputs(cfg: RunConfig, cache: Path | None, count: int = 16) -> np.ndarray:
@@ -85,17 +87,17 @@ def _with_cache(cfg: RunConfig, cache: Path) -> RunConfig:
     return config_from_dict(raw)
 
 
-def age_head_manifest(spec: HeadSpec, residuals: np.ndarray | None) -> dict[str, Any]:
+def age_head(spec: HeadSpec, residuals: np.ndarray | None) -> AgeHead:
+    """The bundle's age head for a training head spec (regression intervals from ``residuals``)."""
     if spec.age_type == "buckets5":
-        return {"output": "age_logits", "type": "buckets", "edges": list(BUCKET_EDGES),
-                "values": spec.age_values}
+        return AgeHead("age_logits", "buckets", values=tuple(spec.age_values), edges=BUCKET_EDGES)
     if spec.age_type == "regression":
-        head: dict[str, Any] = {"output": "age_logits", "type": "regression", "values": []}
+        quantiles: dict[str, float] = {}
         if residuals is not None and len(residuals):
             # Intervals for a point regressor come from the spread of its validation errors.
-            head["residual_quantile"] = {str(q): float(np.quantile(np.abs(residuals), q)) for q in INTERVALS}
-        return head
-    return {"output": "age_logits", "type": "distribution", "values": spec.age_values}
+            quantiles = {str(q): float(np.quantile(np.abs(residuals), q)) for q in INTERVALS}
+        return AgeHead("age_logits", "regression", values=(), residual_quantile=quantiles)
+    return AgeHead("age_logits", "distribution", values=tuple(spec.age_values))
 
 
 def _val_residuals(cfg: RunConfig, model: AgeGenderNet, spec: HeadSpec,
@@ -114,30 +116,30 @@ def _val_residuals(cfg: RunConfig, model: AgeGenderNet, spec: HeadSpec,
     return np.concatenate(out)
 
 
-def build_manifest(cfg: RunConfig, ckpt: dict[str, Any], spec: HeadSpec,
+def build_manifest(cfg: RunConfig, ckpt: Checkpoint, spec: HeadSpec,
                    residuals: np.ndarray | None) -> dict[str, Any]:
-    meta = ckpt.get("data_meta", {})
+    meta = ckpt.data_meta
     size = cfg.data.input_size
     return {
         "name": cfg.name,
         "version": __version__,  # the package that trained it
-        "format": 1,
-        "input": {"name": "input", "size": size, "color": "RGB", "layout": "NCHW", "range": [0, 255]},
+        "format": FORMAT_VERSION,
+        "input": InputSpec("input", size, 0, 255).to_dict(),
         # Inference aligns straight to the input size with the template and margin the cache used.
-        "alignment": {"template": meta.get("template", "utkface5"), "size": size,
-                      "margin": float(meta.get("margin") or 0.0)},
+        "alignment": alignment_section(AlignmentConfig(size=size, margin=float(meta.get("margin") or 0.0),
+                                                       template=meta.get("template", "utkface5"))),
         "heads": {
-            "age": age_head_manifest(spec, residuals),
-            "gender": {"output": "gender_logits", "labels": ["male", "female"]} if spec.gender else None,
+            "age": age_head(spec, residuals).to_dict(),
+            "gender": GenderHead("gender_logits", ("male", "female")).to_dict() if spec.gender else None,
         },
         "training": {
             "config": cfg.name, "description": cfg.description, "model": cfg.model.name,
             "data": {"cache": meta.get("cache", cfg.data.cache), "split": cfg.data.split,
                      "age_range": cfg.data.age_range},
-            "round": ckpt.get("round"), "epochs": ckpt.get("epoch"), "global_step": ckpt.get("global_step"),
+            "round": ckpt.round, "epochs": ckpt.epoch, "global_step": ckpt.global_step,
             "tta_flip": cfg.train.tta_flip, "ema": cfg.train.ema,
-            "metrics": {k: v for k, v in (ckpt.get("metrics") or {}).items() if k.startswith("val_")},
-            "best": ckpt.get("best"),
+            "metrics": {k: v for k, v in ckpt.metrics.items() if k.startswith("val_")},
+            "best": ckpt.best.to_dict(),
         },
         "license": LICENSE,
     }
@@ -168,7 +170,7 @@ def write_onnx(wrapper: ExportWrapper, size: int, path: Path, opset: int) -> Non
 def export_bundle(ckpt_path: Path, out: Path, cache: Path | None = None, opset: int = 17,
                   tolerance: float = 1e-4) -> ExportReport:
     """Write ``out/model.onnx`` + ``out/manifest.json`` from a checkpoint; raises if ONNX disagrees."""
-    ckpt = load_checkpoint(Path(ckpt_path))
+    ckpt = Checkpoint.load(Path(ckpt_path))
     cfg, model = model_from_checkpoint(ckpt)
     spec = head_spec(cfg)
     wrapper = ExportWrapper(model, cfg.train.tta_flip).eval()

@@ -1,0 +1,244 @@
+"""A bundle's manifest, validated and parsed once into frozen dataclasses.
+
+``manifest.json`` is the contract between training and inference: input size and value range, the
+alignment template and margin, how each head's logits become an answer, plus provenance (training,
+licence) and the graph's sha256. :meth:`BundleSpec.parse` checks the schema and raises
+:class:`BundleError` naming the first bad key; after that every consumer reads typed fields, never the
+dict. The head objects decode logits themselves (:meth:`AgeHead.decode`), so calibration, evaluation and
+inference share one implementation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .alignment import AlignmentConfig
+from .errors import UserError
+
+FORMAT_VERSION = 1
+AGE_HEAD_TYPES = ("distribution", "buckets", "regression")
+
+
+class BundleError(UserError, ValueError):
+    """A model bundle that cannot be used: missing files, bad manifest, hash mismatch."""
+
+
+def _require(manifest: Mapping[str, Any], dotted: str, kind: type | tuple[type, ...]) -> Any:
+    node: Any = manifest
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise BundleError(f"manifest: missing key '{dotted}'")
+        node = node[part]
+    if not isinstance(node, kind):
+        raise BundleError(f"manifest: '{dotted}' must be {kind}, got {type(node).__name__}")
+    return node
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, stable for large values."""
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _quantiles_from_cdf(cdf: np.ndarray, grid: np.ndarray, q: float) -> np.ndarray:
+    """Per row, the value where the piecewise-linear CDF (over ``grid``) crosses q."""
+    return np.array([np.interp(q, row, grid) for row in cdf])
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The graph's input: name, square size in pixels and the value range pixels are mapped to."""
+
+    name: str
+    size: int
+    low: float
+    high: float
+
+    @classmethod
+    def parse(cls, manifest: Mapping[str, Any]) -> InputSpec:
+        size = _require(manifest, "input.size", int)
+        if _require(manifest, "input.color", str) != "RGB":
+            raise BundleError("manifest: input.color must be 'RGB'")
+        if _require(manifest, "input.layout", str) != "NCHW":
+            raise BundleError("manifest: input.layout must be 'NCHW'")
+        value_range = _require(manifest, "input.range", list)
+        if len(value_range) != 2:
+            raise BundleError("manifest: input.range must be [low, high]")
+        return cls(_require(manifest, "input.name", str), size, value_range[0], value_range[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "color": "RGB", "layout": "NCHW",
+                "range": [self.low, self.high]}
+
+
+@dataclass(frozen=True)
+class AgeHead:
+    """How the age output becomes an age and an interval.
+
+    ``distribution``: softmax over ``values`` (one bin per year); ``buckets``: softmax over the bins
+    between ``edges`` (``values`` = bin centres unless given); ``regression``: one number, with the
+    interval half-width from validation residuals (``residual_quantile``, keyed by interval level).
+    ``temperature`` sharpens or widens the distribution for the interval only.
+    """
+
+    output: str
+    type: str
+    values: tuple[float, ...] | None = None
+    edges: tuple[float, ...] | None = None
+    temperature: float = 1.0
+    residual_quantile: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, manifest: Mapping[str, Any]) -> AgeHead:
+        kind = _require(manifest, "heads.age.type", str)
+        if kind not in AGE_HEAD_TYPES:
+            raise BundleError(f"manifest: heads.age.type must be one of {AGE_HEAD_TYPES}, got {kind!r}")
+        output = _require(manifest, "heads.age.output", str)
+        head = manifest["heads"]["age"]
+        values = _require(manifest, "heads.age.values", list) if kind == "distribution" else head.get("values")
+        edges = None
+        if kind == "buckets":
+            edges = _require(manifest, "heads.age.edges", list)
+            if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise BundleError("manifest: heads.age.edges must be increasing")
+        return cls(output, kind, tuple(values) if values is not None else None,
+                   tuple(edges) if edges is not None else None, float(head.get("temperature", 1.0)),
+                   dict(head.get("residual_quantile", {})))
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"output": self.output, "type": self.type}
+        if self.edges is not None:
+            doc["edges"] = list(self.edges)
+        if self.values is not None:
+            doc["values"] = list(self.values)
+        if self.temperature != 1.0:
+            doc["temperature"] = self.temperature
+        if self.residual_quantile:
+            doc["residual_quantile"] = dict(self.residual_quantile)
+        return doc
+
+    def with_temperature(self, temperature: float) -> AgeHead:
+        return dataclasses.replace(self, temperature=float(temperature))
+
+    def decode(self, logits: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected age and the central ``interval`` (e.g. 0.8) range, per row of the head's output.
+
+        Args:
+            logits: the head's raw output, (N, K) float64.
+            interval: the interval's probability mass, in (0, 1).
+
+        Returns:
+            ``(age, low, high)``, each (N,), with ``low`` clipped at 0.
+        """
+        if self.type == "regression":
+            age = logits.reshape(len(logits), -1)[:, 0]
+            # A regressor has no distribution: the interval comes from its validation residuals.
+            spread = float(self.residual_quantile.get(str(interval), 0.0))
+            return age, np.maximum(age - spread, 0.0), age + spread
+        probs = softmax(logits)
+        interval_probs = softmax(logits / self.temperature) if self.temperature != 1.0 else probs
+        if self.type == "distribution":
+            values = np.asarray(self.values, dtype=np.float64)
+            age = probs @ values
+            # Each bin is treated as a unit-wide interval around its value for a continuous CDF.
+            grid = np.concatenate([[values[0] - 0.5], values + 0.5])
+        else:  # buckets
+            grid = np.asarray(self.edges, dtype=np.float64)
+            centres = np.asarray(self.values if self.values is not None else (grid[:-1] + grid[1:]) / 2,
+                                 dtype=np.float64)
+            age = probs @ centres
+        tail = (1.0 - interval) / 2.0
+        cdf = np.concatenate([np.zeros((len(probs), 1)), np.cumsum(interval_probs, axis=1)], axis=1)
+        low = _quantiles_from_cdf(cdf, grid, tail)
+        high = _quantiles_from_cdf(cdf, grid, 1.0 - tail)
+        return age, np.maximum(low, 0.0), high
+
+
+@dataclass(frozen=True)
+class GenderHead:
+    """The gender output: two logits in the order of ``labels``."""
+
+    output: str
+    labels: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, manifest: Mapping[str, Any]) -> GenderHead | None:
+        if manifest.get("heads", {}).get("gender") is None:
+            return None
+        output = _require(manifest, "heads.gender.output", str)
+        labels = _require(manifest, "heads.gender.labels", list)
+        if sorted(labels) != ["female", "male"]:
+            raise BundleError("manifest: heads.gender.labels must be ['male', 'female'] in some order")
+        return cls(output, tuple(labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "labels": list(self.labels)}
+
+    def p_female(self, logits: np.ndarray) -> np.ndarray:
+        """P(female) per row of the head's (N, 2) output."""
+        return softmax(logits)[:, self.labels.index("female")]
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """A validated manifest. ``source`` keeps the document as written (provenance, licence, metrics)."""
+
+    name: str
+    version: str
+    input: InputSpec
+    alignment: AlignmentConfig
+    age: AgeHead
+    gender: GenderHead | None
+    sha256: Mapping[str, str]
+    source: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, manifest: Mapping[str, Any]) -> BundleSpec:
+        """Check the schema and build the spec.
+
+        Raises:
+            BundleError: naming the first missing or bad key.
+        """
+        if _require(manifest, "format", int) != FORMAT_VERSION:
+            raise BundleError(
+                f"manifest: unsupported format {manifest['format']} (this version reads {FORMAT_VERSION})")
+        name, version = _require(manifest, "name", str), _require(manifest, "version", str)
+        spec_input = InputSpec.parse(manifest)
+        if _require(manifest, "alignment.size", int) != spec_input.size:
+            raise BundleError("manifest: alignment.size must equal input.size")
+        try:
+            alignment = AlignmentConfig(size=spec_input.size,
+                                        margin=float(_require(manifest, "alignment.margin", (int, float))),
+                                        template=_require(manifest, "alignment.template", str))
+        except ValueError as exc:
+            raise BundleError(f"manifest: alignment: {exc}") from None
+        age, gender = AgeHead.parse(manifest), GenderHead.parse(manifest)
+        sha = _require(manifest, "sha256", dict)
+        return cls(name, version, spec_input, alignment, age, gender, dict(sha), copy.deepcopy(dict(manifest)))
+
+    def with_age(self, age: AgeHead) -> BundleSpec:
+        return dataclasses.replace(self, age=age)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The manifest document (a fresh copy), with the age head's temperature as it is now."""
+        doc = copy.deepcopy(dict(self.source))
+        if self.age.temperature != AgeHead.parse(doc).temperature:
+            doc["heads"]["age"]["temperature"] = self.age.temperature
+        return doc
+
+
+def alignment_section(alignment: AlignmentConfig) -> dict[str, Any]:
+    """The manifest's ``alignment`` object (only what inference needs to frame a face)."""
+    return {"template": alignment.template, "size": alignment.size, "margin": alignment.margin}
+
+
+def validate_manifest(manifest: Mapping[str, Any]) -> None:
+    """Check the schema; raise BundleError naming the first bad key."""
+    BundleSpec.parse(manifest)
