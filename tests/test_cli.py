@@ -187,9 +187,9 @@ def test_skipped_files_are_counted(photo_dir: Path, tiny_bundle: Path) -> None:
 def test_progress_lines_when_stderr_is_not_a_terminal(
     photo_dir: Path, tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import facial_demographics.cli as cli
+    import facial_demographics.commands._common as common
 
-    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)  # a line after every window of images instead of every 5 s
+    monkeypatch.setattr(common, "PROGRESS_EVERY_S", 0.0)  # a line after every window of images instead of every 5 s
     photo = (photo_dir / "astronaut.jpg").read_bytes()
     for i in range(17):  # three windows of 8 images
         (photo_dir / f"copy{i:02d}.jpg").write_bytes(photo)

@@ -7,16 +7,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from facial_demographics.cli import app
 from facial_demographics.datasets.records import Record
 from facial_demographics.datasets.splits import (
     apply_split,
     make_split,
     publish_split,
     read_split,
-    split_command,
     split_counts,
     stratum,
     write_split,
@@ -136,13 +135,11 @@ def test_split_command(tmp_path: Path) -> None:
     folder.mkdir()
     for i in range(30):
         (folder / f"{i + 10}_{i % 2}_0_20170116174525{i:03d}.jpg.chip.jpg").write_bytes(b"jpeg")
-    app = typer.Typer()
-    app.command()(split_command)
     out = tmp_path / "s.csv"
-    result = CliRunner().invoke(app, [str(folder), "--out", str(out), "--seed", "3"])
+    result = CliRunner().invoke(app, ["data", "split", str(folder), "--out", str(out), "--seed", "3"])
     assert result.exit_code == 0, result.output
     counts = split_counts(read_split(out))
     assert f"train {counts['train']}, val {counts['val']}, test {counts['test']}" in result.output
     assert read_split(out) == make_split(read_utkface(folder).records, seed=3)
-    failed = CliRunner().invoke(app, [str(tmp_path / "nope"), "--out", str(out)])
+    failed = CliRunner().invoke(app, ["data", "split", str(tmp_path / "nope"), "--out", str(out)])
     assert failed.exit_code == 2

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
+from facial_demographics.cli import app
+from facial_demographics.commands.data import render_stats
 from facial_demographics.datasets.records import FEMALE, MALE, Record, Rejected
-from facial_demographics.datasets.stats import compute_stats, render_stats, stats_command, write_stats
+from facial_demographics.datasets.stats import compute_stats, write_stats
 from facial_demographics.datasets.utkface import UTKFaceResult
 
 
@@ -85,13 +86,11 @@ def test_stats_command(tmp_path: Path) -> None:
     for name in ("25_0_2_20170116174525125.jpg.chip.jpg", "61_1_20170109142408075.jpg.chip.jpg",
                  "40_3_0_20170116174525125.jpg.chip.jpg"):
         (folder / name).write_bytes(b"jpeg")
-    app = typer.Typer()
-    app.command()(stats_command)
-    result = CliRunner().invoke(app, [str(folder), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(app, ["data", "stats", str(folder), "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())  # undo the console's line wrapping
     assert "3 seen, 2 used, 1 rejected, 1 used with a partly malformed entry" in output
     assert json.loads((tmp_path / "s" / "stats.json").read_text())["rejected"]["by_reason"] == {
         "gender not 0/1": 1}
-    missing = CliRunner().invoke(app, [str(tmp_path / "nope")])
+    missing = CliRunner().invoke(app, ["data", "stats", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "nope: no such dataset" in " ".join(missing.output.split())

@@ -1,4 +1,4 @@
-"""End to end: ``evaluate_command`` runs the real pipeline (detector + an untrained bundle) and the
+"""End to end: ``evaluate_dataset`` runs the real pipeline (detector + an untrained bundle) and the
 numbers in metrics.json are checked against a direct computation from predictions.csv."""
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from rich.console import Console
 
-from facial_demographics.evaluation.evaluate import evaluate_command
+from facial_demographics.evaluation.evaluate import evaluate_dataset
 from facial_demographics.model import write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-QUIET = Console(quiet=True)
 
 
 def load(out: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -55,7 +53,7 @@ def synthetic_utk(tmp_path_factory: pytest.TempPathFactory, astronaut: np.ndarra
 def test_synthetic_statuses_full_images(synthetic_utk: tuple[Path, Path], tiny_bundle: Path,
                                         tmp_path: Path) -> None:
     root, split = synthetic_utk
-    evaluate_command(root, model=tiny_bundle, split_file=split, out=tmp_path, n_resamples=50, console=QUIET)
+    evaluate_dataset(root, model=tiny_bundle, split_file=split, out=tmp_path, n_resamples=50)
     df, m = load(tmp_path)
     assert len(df) == 6
     status = dict(zip(df["key"].str[:6], df["status"], strict=True))
@@ -66,8 +64,7 @@ def test_synthetic_statuses_full_images(synthetic_utk: tuple[Path, Path], tiny_b
     assert df.loc[df["status"] == "unreadable", "error"].str.len().gt(0).all()
     assert (tmp_path / "report.html").stat().st_size > 10_000
     with pytest.raises(ValueError, match="not a model bundle"):  # checked before any image is read
-        evaluate_command(root, model=tiny_bundle, compare=[tmp_path], split_file=split, out=tmp_path / "x",
-                         console=QUIET)
+        evaluate_dataset(root, model=tiny_bundle, compare=[tmp_path], split_file=split, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
@@ -81,9 +78,9 @@ def test_synthetic_cropped_fallback_and_compare(synthetic_utk: tuple[Path, Path]
     swapped = write_bundle(tmp_path / "swapped", tiny_bundle / "model.onnx",
                            {k: v for k, v in manifest.items() if k not in ("sha256", "format")})
     out = tmp_path / "eval"
-    evals = evaluate_command(root, model=tiny_bundle, split_file=split, cropped=True, out=out,
-                             compare=[swapped], n_resamples=50, console=QUIET)
-    assert [e.label for e in evals] == ["untrained-test 0.0.0", "untrained-swapped 0.0.0"]
+    evals = evaluate_dataset(root, model=tiny_bundle, split_file=split, cropped=True, out=out,
+                             compare=[swapped], n_resamples=50)
+    assert [e.label for e in evals.evaluations] == ["untrained-test 0.0.0", "untrained-swapped 0.0.0"]
     df, m = load(out)
     df2, m2 = load(out / "compare" / "1-untrained-swapped-0.0.0")
     assert m["counts"] == {"images": 6, "evaluated": 5, "no_face": 0, "fallback": 1, "unreadable": 1}
@@ -101,8 +98,8 @@ def test_synthetic_cropped_fallback_and_compare(synthetic_utk: tuple[Path, Path]
 @pytest.fixture(scope="module")
 def utk_eval(utkface_dir: Path, tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("utk-eval")
-    evaluate_command(utkface_dir, model=tiny_bundle, cropped=True, limit=40, out=out, n_resamples=300,
-                     min_group_size=5, console=QUIET)
+    evaluate_dataset(utkface_dir, model=tiny_bundle, cropped=True, limit=40, out=out, n_resamples=300,
+                     min_group_size=5)
     return out
 
 

@@ -422,7 +422,7 @@ def test_serve_refuses_a_bad_model_before_listening(tmp_path: Path) -> None:
 
     for workers in (1, 2):
         with pytest.raises(BundleError, match="not a model bundle"):
-            serve_command(port=free_port(), workers=workers, model=tmp_path / "missing")
+            serve_command(ServerSettings(port=free_port(), workers=workers, model=tmp_path / "missing"))
 
 
 def free_port() -> int:
@@ -434,8 +434,8 @@ def free_port() -> int:
 def test_serve_with_two_worker_processes(tiny_bundle: Path, astronaut_jpeg: bytes) -> None:
     port = free_port()
     code = (
-        "import sys; from pathlib import Path; from facial_demographics.server import serve_command; "
-        "serve_command(port=int(sys.argv[1]), workers=2, model=Path(sys.argv[2]), max_upload_mb=1, "
+        "import sys; from facial_demographics.server import ServerSettings, serve_command; "
+        "serve_command(ServerSettings.create(port=int(sys.argv[1]), workers=2, model=sys.argv[2], max_upload_mb=1), "
         "log_level='warning')"
     )
     process = subprocess.Popen([sys.executable, "-c", code, str(port), str(tiny_bundle)])

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from facial_demographics.training.checkpoint import Checkpoint
 from facial_demographics.training.config import RunConfig, config_from_dict, load_config
 from facial_demographics.training.data import DataError, FaceBatches, load_cache, split_rows
-from facial_demographics.training.checkpoint import Checkpoint
 from facial_demographics.training.loop import EpochState, train
 
 from test_training_helpers import make_cache
@@ -153,14 +153,15 @@ def test_seed_cnn_buckets_and_regression_train(cache: tuple[Path, Path], tmp_pat
 
 
 def test_compare_runs_summarises_best_epochs(cache: tuple[Path, Path], tmp_path: Path) -> None:
-    from facial_demographics.training.compare import compare_command
+    from facial_demographics.training.compare import compare_runs, write_comparison
 
     cfg = _small_seed(*cache, train={"epochs": 2, "ema": False})
     train(cfg, tmp_path / "a", progress=False, log=lambda _: None)
     raw = cfg.to_dict()
     raw["name"], raw["heads"]["age"] = "buckets", "buckets5"
     train(config_from_dict(raw), tmp_path / "b", progress=False, log=lambda _: None)
-    table = compare_command([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    table, written = write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
+    assert [p.name for p in written] == ["comparison.csv", "comparison.md", "comparison.png"]
     assert list(table["age_head"]) == ["distribution", "buckets5"]
     metrics = pd.read_csv(tmp_path / "a" / "metrics.csv")
     assert table.loc[0, "val_mae"] == pytest.approx(metrics["val_mae"].min())
@@ -168,4 +169,4 @@ def test_compare_runs_summarises_best_epochs(cache: tuple[Path, Path], tmp_path:
     for name in ("comparison.csv", "comparison.md", "comparison.png"):
         assert (tmp_path / "cmp" / name).is_file()
     with pytest.raises(FileNotFoundError, match="not a training run directory"):
-        compare_command([tmp_path / "cmp"])
+        compare_runs([tmp_path / "cmp"])

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from .detection import FaceDetector
+from .errors import InvalidValueError
 from .types import AlignedFace, Detection
 
 #: ArcFace's 5-point template for a 112x112 crop (eyes, nose, mouth corners), as fractions.
@@ -49,11 +50,11 @@ class AlignmentConfig:
 
     def __post_init__(self) -> None:
         if self.size < 16:
-            raise ValueError(f"alignment size must be at least 16, got {self.size}")
+            raise InvalidValueError(f"alignment size must be at least 16, got {self.size}")
         if not 0.0 <= self.margin <= 2.0:
-            raise ValueError(f"alignment margin must be in [0, 2], got {self.margin}")
+            raise InvalidValueError(f"alignment margin must be in [0, 2], got {self.margin}")
         if self.template not in TEMPLATES:
-            raise ValueError(f"unknown alignment template {self.template!r} (known: {sorted(TEMPLATES)})")
+            raise InvalidValueError(f"unknown alignment template {self.template!r} (known: {sorted(TEMPLATES)})")
 
     def destination(self) -> np.ndarray:
         """Template landmark positions in output pixels."""

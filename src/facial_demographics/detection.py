@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .errors import InvalidValueError
 from .runtime import cpu_session
 from .types import Detection
 
@@ -76,21 +77,21 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+            raise InvalidValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
         if not 0.0 < self.nms_iou <= 1.0:
-            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+            raise InvalidValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if self.max_side < 32:
-            raise ValueError(f"max_side must be at least 32, got {self.max_side}")
+            raise InvalidValueError(f"max_side must be at least 32, got {self.max_side}")
         if self.pixel_budget < 32 * 32:
-            raise ValueError(f"pixel_budget must be at least 1024, got {self.pixel_budget}")
+            raise InvalidValueError(f"pixel_budget must be at least 1024, got {self.pixel_budget}")
         if not self.max_upscale >= 1.0:
-            raise ValueError(f"max_upscale must be at least 1, got {self.max_upscale}")
+            raise InvalidValueError(f"max_upscale must be at least 1, got {self.max_upscale}")
         if self.coarse_side is not None and not 32 <= self.coarse_side < self.max_side:
-            raise ValueError(f"coarse_side must be in [32, max_side), got {self.coarse_side}")
+            raise InvalidValueError(f"coarse_side must be in [32, max_side), got {self.coarse_side}")
         if not 0.0 <= self.coarse_pad <= 1.0:
-            raise ValueError(f"coarse_pad must be in [0, 1], got {self.coarse_pad}")
+            raise InvalidValueError(f"coarse_pad must be in [0, 1], got {self.coarse_pad}")
         if not 0.0 < self.containment <= 1.0:
-            raise ValueError(f"containment must be in (0, 1], got {self.containment}")
+            raise InvalidValueError(f"containment must be in (0, 1], got {self.containment}")
 
 
 @lru_cache(maxsize=32)

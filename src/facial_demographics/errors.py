@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An expected failure with a message meant for the user (the CLI exits 2 without a traceback)."""
+
+
+class InvalidValueError(UserError, ValueError):
+    """A value the user chose (an option, a setting, a selection) is out of range or selects nothing."""

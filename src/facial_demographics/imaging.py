@@ -26,6 +26,8 @@ from typing import IO, Literal
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from .errors import UserError
+
 #: Largest image accepted by default (a 50-megapixel photo decodes to 150 MB of RGB).
 DEFAULT_MAX_PIXELS = 50_000_000
 #: Pillow format names accepted (``Image.format``).
@@ -50,7 +52,7 @@ ImageSource = EncodedSource | np.ndarray | Image.Image
 Channels = Literal["rgb", "bgr"]
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An input that cannot be turned into an RGB image; ``str()`` is ``"<source>: <reason>"``."""
 
     def __init__(self, source: str, reason: str) -> None:

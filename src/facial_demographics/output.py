@@ -18,6 +18,8 @@ from typing import IO, Any
 
 from rich.console import Console
 
+from .errors import UserError
+
 
 class OutputFormat(str, Enum):
     table = "table"
@@ -26,7 +28,7 @@ class OutputFormat(str, Enum):
     csv = "csv"
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """The ``-o`` target cannot be written (a folder, or a place we may not create files)."""
 
 

@@ -8,8 +8,9 @@ pool while the model runs, and sends faces from many images to the model in shar
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -100,6 +101,30 @@ class FaceAnalyzer:
         self.cropped = cropped
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        self._pool: ThreadPoolExecutor | None = None  # one pool for the analyzer's life (see _workers)
+        self._pool_lock = threading.Lock()
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The reading/detection thread pool, made on first use and kept: a server calls
+        :meth:`iter_analyze` once per micro-batch, and a pool per call would start threads every time."""
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.io_workers, thread_name_prefix="fd-stage")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the thread pool (a later call makes a new one); the models stay loaded."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> FaceAnalyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -188,9 +213,10 @@ class FaceAnalyzer:
         name_iter = iter(names) if names is not None else None
         window = max(self.batch_size, 8)
         counter = 0
-        pool = ThreadPoolExecutor(self.io_workers)
+        pool = self._workers()
+        pending: list[Future[_Staged]] = []
+        submitted: list[Future[_Staged]] = []
         try:
-            pending: list[Future[_Staged]] = []
             while True:
                 chunk = list(islice(items, window))
                 if not chunk and not pending:
@@ -209,8 +235,12 @@ class FaceAnalyzer:
                         progress(len(done))
                 pending = submitted
         finally:
-            # On Ctrl-C, an error or an abandoned generator, drop the staged work instead of finishing it.
-            pool.shutdown(wait=True, cancel_futures=True)
+            # On Ctrl-C, an error or an abandoned generator, drop this call's queued work and wait for the
+            # stages already running (the pool is shared with other calls, so it is not shut down).
+            ours = pending + submitted
+            for f in ours:
+                f.cancel()
+            wait(ours)
 
     def analyze_batch(
         self, sources: Sequence[Source], names: Sequence[str] | None = None,

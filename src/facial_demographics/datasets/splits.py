@@ -13,9 +13,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from facial_demographics.datasets.imbalance import age_band_label
 from facial_demographics.datasets.loader import load_dataset
@@ -135,20 +132,3 @@ def publish_split(dataset: str | Path, out: str | Path, *, val: float = 0.1, tes
     mapping = make_split(result.records, val=val, test=test, seed=seed)
     write_split(mapping, out)
     return split_counts(mapping)
-
-
-def split_command(
-    dataset: Annotated[Path, typer.Argument(help="UTKFace folder/.tar.gz, IMDB-WIKI .mat, .csv/.parquet")],
-    out: Annotated[Path, typer.Option(help="Split CSV to write (columns key,split)")],
-    val: Annotated[float, typer.Option(help="Share of records for validation")] = 0.1,
-    test: Annotated[float, typer.Option(help="Share of records for testing")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the split's hash")] = 42,
-    format: Annotated[str | None, typer.Option(help="utkface, imdbwiki or table (default: guess)")] = None,
-) -> None:
-    """Write a reproducible train/val/test split of a dataset (stratified, grouped by identity)."""
-    try:
-        counts = publish_split(dataset, out, val=val, test=test, seed=seed, format=format)
-    except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"wrote {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))

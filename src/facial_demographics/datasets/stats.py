@@ -11,24 +11,19 @@ import json
 import statistics
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from facial_demographics.datasets.imbalance import AGE_BANDS, age_band
-from facial_demographics.datasets.loader import load_dataset
 from facial_demographics.datasets.records import GENDER_LABELS, RACE_LABELS, ReadResult, Rejected
 from facial_demographics.types import AGE_GROUPS, age_group
 
 GENDER_KEYS = (*GENDER_LABELS, "unknown")
 #: Group columns with more distinct values than this (file names, ids) are not tabulated.
 MAX_GROUP_VALUES = 30
-_EXAMPLES = 5
+EXAMPLES = 5  # items shown per rejection reason
 
 
 def reason_category(reason: str) -> str:
@@ -147,70 +142,3 @@ def write_stats(stats: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]
     json_path = out / "stats.json"
     json_path.write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return json_path, plot_age_histogram(stats, out / "age_histogram.png")
-
-
-def _counts_table(title: str, counts: dict[str, int], total: int | None = None) -> Table:
-    table = Table(title=title)
-    table.add_column(title.split(" ")[0].lower())
-    table.add_column("count", justify="right")
-    table.add_column("share", justify="right")
-    whole = total if total is not None else sum(counts.values())
-    for name, n in counts.items():
-        table.add_row(escape(str(name)), str(n), f"{100 * n / whole:.1f} %" if whole else "-")
-    return table
-
-
-def _items_table(title: str, summary: dict[str, Any]) -> Table:
-    table = Table(title=f"{title} ({summary['count']})")
-    table.add_column("reason")
-    table.add_column("count", justify="right")
-    table.add_column("examples")
-    for reason, n in summary["by_reason"].items():
-        examples = [i for i in summary["items"] if reason_category(i["reason"]) == reason][:_EXAMPLES]
-        table.add_row(escape(reason), str(n),
-                      "\n".join(escape(f"{i['item']}: {i['reason']}") for i in examples))
-    return table
-
-
-def render_stats(stats: dict[str, Any], console: Console) -> None:
-    """Print the statistics as rich tables."""
-    age = stats["age"]
-    rng = age["in_range"]
-    console.print(f"[bold]{escape(stats['source'])}[/]: {stats['seen']} seen, {stats['used']} used, "
-                  f"{stats['rejected']['count']} rejected, "
-                  f"{stats['partly_malformed']['count']} used with a partly malformed entry")
-    if age["known"]:
-        console.print(f"ages {age['min']:g}..{age['max']:g}, mean {age['mean']:g}, median {age['median']:g}; "
-                      f"{100 * rng['share']:.1f} % of known ages between {rng['lo']} and {rng['hi']}")
-    for title, key in (("Rejected", "rejected"), ("Partly malformed, used", "partly_malformed")):
-        summary = stats[key]
-        if summary["count"]:
-            console.print(_items_table(title, summary))
-    gender = {g: stats["gender"][g] for g in GENDER_KEYS}
-    console.print(_counts_table("Gender", gender))
-    console.print(_counts_table("Age buckets (seed report)", age["buckets5"]))
-    console.print(_counts_table("Age bands", age["bands"]))
-    if stats["race"]:
-        console.print(_counts_table("Race", stats["race"]))
-    for name, counts in stats["groups"].items():
-        console.print(_counts_table(f"{name} (group)", counts))
-
-
-def stats_command(
-    dataset: Annotated[Path, typer.Argument(help="UTKFace folder/.tar.gz, IMDB-WIKI .mat, .csv/.parquet")],
-    out: Annotated[Path | None, typer.Option(help="Folder for stats.json and age_histogram.png")] = None,
-    format: Annotated[str | None, typer.Option(help="utkface, imdbwiki or table (default: guess)")] = None,
-) -> None:
-    """Count a dataset: used and rejected items (with reasons), age, gender and race balance."""
-    console = Console()
-    try:
-        with console.status(f"reading {dataset}"):
-            result = load_dataset(dataset, format=format)
-    except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
-    stats = compute_stats(result)
-    render_stats(stats, console)
-    if out is not None:
-        for path in write_stats(stats, out):
-            console.print(f"wrote {path}")

@@ -1,7 +1,7 @@
 """Evaluation: run the user-facing pipeline over a labelled split; metrics, fairness gaps, HTML report.
 
 Modules: ``metrics`` (pure numpy/pandas/scipy functions of a predictions table), ``report`` (the
-self-contained ``report.html``), ``evaluate`` (``evaluate_command``, behind
+self-contained ``report.html``), ``evaluate`` (``evaluate_dataset``, behind
 ``facial-demographics evaluate``). Nothing is imported here, so the CLI pays for matplotlib only when
 it evaluates.
 

@@ -20,10 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..detection import DetectorConfig, FaceDetector
+from ..errors import InvalidValueError
+from ..progress import ProgressFactory, no_progress
 from ..types import Detection
 from .detection_metrics import SceneOutcome, match_scene, summarize
 from .scenes import PoolFace, draw_scene, make_scene, paste, pool_from_crops
@@ -45,7 +45,7 @@ class BenchmarkSettings:
     def __post_init__(self) -> None:
         for name in ("scenes", "pool_size", "timing_repeats"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InvalidValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 def load_pool(dataset: Path, settings: BenchmarkSettings, split_file: Path | None = None) -> list[PoolFace]:
@@ -68,7 +68,8 @@ def load_pool(dataset: Path, settings: BenchmarkSettings, split_file: Path | Non
         keys.append(record.key)
     pool = pool_from_crops(keys, crops, FaceDetector(DetectorConfig.single_scale()))
     if not pool:
-        raise ValueError(f"{dataset}: none of the {len(chosen.records)} {settings.split} images has a confident face")
+        raise InvalidValueError(
+            f"{dataset}: none of the {len(chosen.records)} {settings.split} images has a confident face")
     return pool
 
 
@@ -199,21 +200,19 @@ def write_outputs(out: Path, metrics: dict[str, Any], outcomes: Sequence[SceneOu
     (out / "report.html").write_text(render_report(metrics, outcomes), encoding="utf-8")
 
 
-def evaluate_detection_command(dataset: Path, out: Path, settings: BenchmarkSettings,
-                               config: DetectorConfig | None = None, split_file: Path | None = None,
-                               console: Console | None = None) -> dict[str, Any]:
-    """Run the benchmark for our detector with ``config`` and write ``metrics.json`` and ``report.html``."""
-    console = console or Console(stderr=True)
+def run_detection_benchmark(dataset: Path, out: Path, settings: BenchmarkSettings,
+                            config: DetectorConfig | None = None, split_file: Path | None = None,
+                            progress: ProgressFactory = no_progress) -> dict[str, Any]:
+    """Run the benchmark for our detector with ``config`` and write ``metrics.json`` and ``report.html``.
+
+    Returns:
+        The metrics (as written); ``metrics["settings"]["pool"]`` is the number of development faces used.
+    """
     detector = FaceDetector(config or DetectorConfig())
-    with console.status("choosing development faces…"):
-        pool = load_pool(dataset, settings, split_file)
-    console.print(f"face pool: {len(pool)} {settings.split} crops with a confident face")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("scenes", total=settings.scenes)
-        metrics, outcomes = benchmark(detector.detect, pool, settings, lambda n: bar.advance(task, n))
+    pool = load_pool(dataset, settings, split_file)
+    with progress("scenes", settings.scenes) as advance:
+        metrics, outcomes = benchmark(detector.detect, pool, settings, advance)
     metrics["detector"] = {"name": "RetinaFace-MobileNet0.25", **detector.config.__dict__}
     metrics["settings"] = {**settings.__dict__, "dataset": str(dataset), "pool": len(pool)}
     write_outputs(out, metrics, outcomes)
     return metrics
-

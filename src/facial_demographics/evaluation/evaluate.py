@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from facial_demographics.datasets.records import GENDER_LABELS, Record
+from facial_demographics.errors import InvalidValueError
 from facial_demographics.evaluation.metrics import compute_metrics
 from facial_demographics.evaluation.report import ModelEvaluation, ReportContext, write_report
 from facial_demographics.model import ModelBundle
+from facial_demographics.progress import ProgressFactory, no_progress
 from facial_demographics.types import ImageResult
 
 #: Columns of predictions.csv, in order.
@@ -80,7 +80,7 @@ def select_records(dataset: Path, *, format: str | None = None, split: str = "te
             notes.append(f"the default split file {chosen_file} names none of these images: "
                          "evaluating ALL records")
         elif not part.records:
-            raise ValueError(f"{chosen_file}: no records of split {split!r} match this dataset "
+            raise InvalidValueError(f"{chosen_file}: no records of split {split!r} match this dataset "
                              f"({len(part.missing)} of {len(records)} keys are not in the split file)")
         else:
             records = part.records
@@ -88,7 +88,7 @@ def select_records(dataset: Path, *, format: str | None = None, split: str = "te
                 f" ({len(part.missing)} dataset keys not in the split file)" if part.missing else ""))
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+            raise InvalidValueError(f"limit must be at least 1, got {limit}")
         if limit < len(records):
             keep = set(random.Random(seed).sample(range(len(records)), limit))
             records = [r for i, r in enumerate(records) if i in keep]  # keep reading order (archives)
@@ -152,21 +152,20 @@ def model_info(manifest: dict[str, Any], path: Path | None) -> dict[str, Any]:
     }
 
 
-def run_model(records: Sequence[Record], model: Path | None, *, cropped: bool, console: Console,
-              batch_size: int = 32) -> tuple[pd.DataFrame, dict[str, Any], float]:
+def run_model(records: Sequence[Record], model: Path | None, *, cropped: bool,
+              progress: ProgressFactory = no_progress, batch_size: int = 32
+              ) -> tuple[pd.DataFrame, dict[str, Any], float]:
     """Predictions frame, model info and nominal interval level for one model over ``records``."""
     from facial_demographics.pipeline import FaceAnalyzer
 
     analyzer = FaceAnalyzer(model=model, cropped=cropped, batch_size=batch_size)
     info = model_info(analyzer.manifest, model)
     read_errors: dict[int, str] = {}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
-        task = progress.add_task(f"{info['name']} {info['version']}", total=len(records))
+    with progress(f"{info['name']} {info['version']}", len(records)) as advance:
         # iter_analyze is what analyze_batch runs; it also takes a generator, so archive members
         # are read lazily, in order, while earlier images are being analysed.
         results = list(analyzer.iter_analyze(_sources(records, read_errors), names=[r.path for r in records],
-                                             progress=lambda n: progress.advance(task, n)))
+                                             progress=advance))
     if len(results) != len(records):
         raise RuntimeError(f"pipeline returned {len(results)} results for {len(records)} images")
     for i, reason in read_errors.items():
@@ -205,7 +204,30 @@ def write_outputs(out: Path, frame: pd.DataFrame, metrics: dict[str, Any]) -> No
         encoding="utf-8")
 
 
-def evaluate_command(
+@dataclass(frozen=True)
+class EvaluationRun:
+    """What :func:`evaluate_dataset` did: the selection, each model's evaluation and where it is written."""
+
+    dataset: Path
+    format: str
+    selection: str  # e.g. "split 'test' of splits/utkface.csv: 2,018 records"
+    evaluations: list[ModelEvaluation]
+    folders: list[Path]  # predictions.csv + metrics.json of each model, in order
+    report: Path
+
+
+def _bundles(model: Path | Sequence[Path] | None, compare: Sequence[Path] | None) -> list[Path | None]:
+    models: list[Path | None]
+    if model is None:
+        models = [None]
+    elif isinstance(model, str | Path):
+        models = [Path(model)]
+    else:
+        models = [Path(m) for m in model] or [None]
+    return models + [Path(m) for m in compare or ()]
+
+
+def evaluate_dataset(
     dataset: Path,
     model: Path | Sequence[Path] | None = None,
     split: str = "test",
@@ -220,8 +242,8 @@ def evaluate_command(
     seed: int = 0,
     gallery_size: int = 12,
     min_group_size: int = 10,
-    console: Console | None = None,
-) -> list[ModelEvaluation]:
+    progress: ProgressFactory = no_progress,
+) -> EvaluationRun:
     """Evaluate one model (or several with ``compare``) and write predictions, metrics and report.html.
 
     ``model`` None means the bundled default model. Fairness gaps compare only groups with at least
@@ -229,26 +251,22 @@ def evaluate_command(
 
     The first model's ``predictions.csv`` and ``metrics.json`` go straight into ``out``; each compared
     model's go into ``out/compare/<n>-<name>/``; ``out/report.html`` covers them all side by side.
+
+    Raises:
+        BundleError: a bundle does not load (checked before any image is read).
+        UserError: the dataset, split or selection is unusable.
     """
-    console = console or Console(stderr=True)
-    models: list[Path | None]
-    if model is None:
-        models = [None]
-    elif isinstance(model, str | Path):
-        models = [Path(model)]
-    else:
-        models = [Path(m) for m in model] or [None]
-    models += [Path(m) for m in compare or ()]
+    models = _bundles(model, compare)
     for m in models:  # a bad bundle should fail before minutes of reading and detection
         ModelBundle.load(m)
     chosen = select_records(Path(dataset), format=format, split=split, split_file=split_file, limit=limit,
                             seed=seed)
-    console.print(f"[bold]Dataset[/] {dataset} ({chosen.format}): {chosen.note}")
     evals: list[ModelEvaluation] = []
+    folders: list[Path] = []
     interval = None
     labels: set[str] = set()
     for i, m in enumerate(models):
-        frame, info, interval = run_model(chosen.records, m, cropped=cropped, console=console)
+        frame, info, interval = run_model(chosen.records, m, cropped=cropped, progress=progress)
         metrics = compute_metrics(frame, n_resamples=n_resamples, seed=seed, min_group_size=min_group_size)
         metrics["model"] = info
         metrics["run"] = {"dataset": str(dataset), "format": chosen.format, "selection": chosen.note,
@@ -261,17 +279,11 @@ def evaluate_command(
         target = out if i == 0 else out / "compare" / f"{i}-{_slug(label)}"
         write_outputs(target, frame, metrics)
         evals.append(ModelEvaluation(label, frame, metrics, info))
-        c = metrics["counts"]
-        console.print(
-            f"[bold]{label}[/]: MAE {_fmt(metrics['mae'])} years, gender accuracy "
-            f"{_fmt(metrics['gender_accuracy'], pct=True)}, interval coverage "
-            f"{_fmt(metrics['interval_coverage'], pct=True)} — {c['evaluated']}/{c['images']} evaluated, "
-            f"{c['no_face']} no face, {c['fallback']} fallback, {c['unreadable']} unreadable → {target}")
+        folders.append(target)
     ctx = ReportContext(dataset=str(dataset), split_note=chosen.note, cropped=cropped,
                         interval_level=interval)
     report = write_report(out / "report.html", evals, ctx, gallery_size=gallery_size, load=_load_image)
-    console.print(f"Report: {report}")
-    return evals
+    return EvaluationRun(Path(dataset), chosen.format, chosen.note, evals, folders, report)
 
 
 def _load_image(path: str) -> np.ndarray:
@@ -279,9 +291,3 @@ def _load_image(path: str) -> np.ndarray:
     from facial_demographics.imaging import read_image
 
     return read_image(read_bytes(path), name=path) if split_archive_path(path) else read_image(path)
-
-
-def _fmt(value: float | None, pct: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:.1f} %" if pct else f"{value:.2f}"

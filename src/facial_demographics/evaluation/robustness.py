@@ -18,10 +18,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from ..datasets.cache import FaceCache, split_faces
+from ..errors import InvalidValueError
 from ..model import AgeGenderModel
 
 Perturbation = Callable[[np.ndarray], np.ndarray]  # uint8 HxWx3 RGB -> same shape
@@ -95,7 +94,7 @@ def perturb(faces: np.ndarray, name: str) -> np.ndarray:
     if name == "clean":
         return faces
     if name not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {name!r}; choose from clean, {', '.join(PERTURBATIONS)}")
+        raise InvalidValueError(f"unknown perturbation {name!r}; choose from clean, {', '.join(PERTURBATIONS)}")
     fn = PERTURBATIONS[name]
     return np.stack([fn(np.ascontiguousarray(f)) for f in faces]) if len(faces) else faces
 
@@ -168,43 +167,63 @@ def plot(rows: Sequence[RobustnessRow], path: Path) -> None:
     plt.close(fig)
 
 
-def robustness_command(models: Sequence[Path | None], cache_dir: Path, split_file: Path, split: str,
-                       limit: int | None, out: Path | None, console: Console | None = None) -> list[RobustnessRow]:
-    """CLI body: load the split's cached faces, run every model under every perturbation, print a table."""
-    con = console or Console(stderr=True)
-    cache = FaceCache.open(cache_dir)
-    faces, index = split_faces(cache, split_file, split)
-    if len(faces) == 0:
-        raise ValueError(f"{split_file}: no cached faces in split {split!r}")
-    if limit is not None and limit < len(faces):
-        pick = np.sort(np.random.default_rng(0).choice(len(faces), limit, replace=False))
-        faces, index = faces[pick], index.iloc[pick]
+@dataclass(frozen=True)
+class RobustnessRun:
+    """The rows of :func:`run_robustness` and what it measured them on."""
+
+    rows: list[RobustnessRow]
+    faces: int
+    split: str
+    cache: Path
+    written: list[Path]  # robustness.json and robustness.png when an output folder was given
+
+
+def _models_for(models: Sequence[Path | None], size: int) -> dict[str, AgeGenderModel]:
+    """Each bundle by a short label; each must take faces of the cache's ``size``."""
     loaded: dict[str, AgeGenderModel] = {}
     for m in models:
         model = AgeGenderModel(m)
-        if model.bundle.input_size != int(cache.meta["size"]):
-            raise ValueError(f"{m or 'bundled model'}: takes {model.bundle.input_size} px faces, "
-                             f"the cache holds {cache.meta['size']} px")
+        if model.bundle.input_size != size:
+            raise InvalidValueError(f"{m or 'bundled model'}: takes {model.bundle.input_size} px faces, "
+                                    f"the cache holds {size} px")
         label = "bundled" if m is None else Path(m).name or str(m)
         loaded[label if label not in loaded else str(m)] = model
+    return loaded
+
+
+def run_robustness(models: Sequence[Path | None], cache_dir: Path, split_file: Path, split: str,
+                   limit: int | None, out: Path | None, progress: Callable[[str], None] | None = None,
+                   ) -> RobustnessRun:
+    """Load the split's cached faces and run every model under every perturbation.
+
+    Args:
+        models: bundle directories (None: the bundled model).
+        cache_dir: an aligned-face cache at the models' input size.
+        split_file, split: which faces.
+        limit: a seeded random sample of this many faces.
+        out: write ``robustness.json`` and ``robustness.png`` here.
+        progress: called with the perturbation being measured.
+
+    Raises:
+        InvalidValueError: no faces in the split, or a model of another input size.
+    """
+    cache = FaceCache.open(cache_dir)
+    faces, index = split_faces(cache, split_file, split)
+    if len(faces) == 0:
+        raise InvalidValueError(f"{split_file}: no cached faces in split {split!r}")
+    if limit is not None and limit < len(faces):
+        pick = np.sort(np.random.default_rng(0).choice(len(faces), limit, replace=False))
+        faces, index = faces[pick], index.iloc[pick]
+    loaded = _models_for(models, int(cache.meta["size"]))
     ages = index["age"].to_numpy(dtype=np.float64)
     genders = index["gender"].to_numpy(dtype=np.float64)  # 0 male, 1 female, NaN unknown
-    with con.status("robustness") as status:
-        rows = robustness(loaded, faces, ages, genders, progress=lambda s: status.update(f"robustness: {s}"))
-    table = Table(title=f"Robustness on {len(faces)} {split} faces ({cache_dir})")
-    for col in ("model", "perturbation", "MAE", "gender acc", "|Δ age|", "flips"):
-        table.add_column(col, justify="left" if col in ("model", "perturbation") else "right", no_wrap=True)
-    for r in rows:
-        table.add_row(r.model, r.perturbation, f"{r.mae:.2f}",
-                      "-" if r.gender_accuracy is None else f"{100 * r.gender_accuracy:.1f} %",
-                      f"{r.mean_age_shift:.2f}",
-                      "-" if r.gender_flip_rate is None else f"{100 * r.gender_flip_rate:.1f} %")
-    con.print(table)
+    rows = robustness(loaded, faces, ages, genders, progress=progress)
+    written: list[Path] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "robustness.json").write_text(json.dumps(
             {"split": split, "faces": int(len(faces)), "cache": str(cache_dir),
              "rows": [asdict(r) for r in rows]}, indent=2))
         plot(rows, out / "robustness.png")
-        con.print(f"wrote {out / 'robustness.json'} and {out / 'robustness.png'}")
-    return rows
+        written = [out / "robustness.json", out / "robustness.png"]
+    return RobustnessRun(rows, int(len(faces)), split, Path(cache_dir), written)

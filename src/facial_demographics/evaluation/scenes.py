@@ -28,6 +28,7 @@ from functools import cached_property, lru_cache
 import cv2
 import numpy as np
 
+from ..errors import InvalidValueError
 from ..types import Detection
 
 KINDS: tuple[tuple[str, float], ...] = (("group", 0.45), ("small", 0.15), ("closeup", 0.25), ("empty", 0.15))
@@ -260,7 +261,7 @@ def _choose(rng: np.random.Generator, options: tuple[tuple[str, float], ...]) ->
 def make_scene(pool: Sequence[PoolFace], seed: int, index: int) -> Scene:
     """Scene ``index`` of the benchmark with ``seed``: the same arguments give the same scene."""
     if not pool:
-        raise ValueError("the face pool is empty: no crop had a confident face")
+        raise InvalidValueError("the face pool is empty: no crop had a confident face")
     rng = np.random.default_rng([seed, index])
     kind = _choose(rng, KINDS)
     table = {"group": GROUP_SIZES, "small": SMALL_SIZES, "closeup": CLOSEUP_SIZES, "empty": GROUP_SIZES}[kind]

@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -44,53 +43,22 @@ def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
     }
 
 
-def serve_command(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    model: Path | None = None,
-    max_upload_mb: float = 10,
-    max_pixels: int = 50_000_000,
-    api_key: str | None = None,
-    cors_origins: list[str] | None = None,
-    request_timeout: float = 30.0,
-    max_queue: int = 64,
-    batch_size: int = 16,
-    batch_wait_ms: float = 5.0,
-    log_level: str = "info",
-    **options: Any,
-) -> None:
+def serve_command(settings: ServerSettings, log_level: str = "info") -> None:
     """Serve the web page and the REST API until interrupted (blocks).
 
-    ``api_key`` falls back to $FD_API_KEY. The model is loaded before the port opens, so a bad bundle
-    fails here with its reason. Each of ``workers`` processes loads its own copy of the model.
-    ``options`` are further ``ServerSettings`` fields (memory budgets, timeouts, ...).
+    The model is loaded before the port opens, so a bad bundle fails here with its reason. Each of
+    ``settings.workers`` processes loads its own copy of the model.
 
     Raises:
         BundleError: the model bundle cannot be loaded or run.
-        ValueError: a setting is out of range.
     """
     import uvicorn
 
-    settings = ServerSettings.create(
-        host=host,
-        port=port,
-        workers=workers,
-        model=model,
-        max_upload_mb=max_upload_mb,
-        max_pixels=max_pixels,
-        api_key=api_key,
-        cors_origins=cors_origins,
-        request_timeout=request_timeout,
-        max_queue=max_queue,
-        batch_size=batch_size,
-        batch_wait_ms=batch_wait_ms,
-        **options,
-    )
-    if not is_loopback(host) and settings.api_key is None:
-        log.warning("listening on %s without an API key: anyone who can reach this port can use it", host)
+    if not is_loopback(settings.host) and settings.api_key is None:
+        log.warning("listening on %s without an API key: anyone who can reach this port can use it",
+                    settings.host)
     target: FastAPI | str
-    if workers == 1:
+    if settings.workers == 1:
         target = create_app(settings, analyzer=load_analyzer(settings))
     else:
         from ..model import AgeGenderModel
@@ -100,10 +68,10 @@ def serve_command(
         target = f"{__name__}:app_from_env"
     uvicorn.run(
         target,
-        factory=workers > 1,
-        workers=workers,
-        host=host,
-        port=port,
+        factory=settings.workers > 1,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
         log_level=log_level,
         **uvicorn_options(settings),
     )

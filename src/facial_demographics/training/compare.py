@@ -79,32 +79,22 @@ def plot_comparison(run_dirs: list[Path], out_png: Path) -> Path:
     return out_png
 
 
-def _cell(v: Any) -> str:
+def cell(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub-style table (pandas' to_markdown needs tabulate, which we do not depend on)."""
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
-def compare_command(runs: list[Path], out: Path | None = None) -> pd.DataFrame:
-    """Print a comparison table; with ``out``, also write comparison.csv, comparison.md and comparison.png."""
-    from rich.console import Console
-    from rich.table import Table
-
+def write_comparison(runs: list[Path], out: Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Compare ``runs`` and write comparison.csv, comparison.md and comparison.png into ``out``."""
     table = compare_runs(runs)
-    view = Table(title="Training runs at their best epoch")
-    for col in SUMMARY_COLUMNS:
-        view.add_column(col, justify="right" if col not in ("run", "model", "age_head", "select") else "left")
-    for _, row in table.iterrows():
-        view.add_row(*(_cell(v) for v in row))
-    Console().print(view)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "comparison.csv", index=False)
-        (out / "comparison.md").write_text(to_markdown(table))
-        plot_comparison(runs, out / "comparison.png")
-    return table
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.md").write_text(to_markdown(table))
+    plot_comparison(runs, out / "comparison.png")
+    return table, [out / "comparison.csv", out / "comparison.md", out / "comparison.png"]

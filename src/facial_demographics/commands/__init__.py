@@ -1,0 +1,56 @@
+"""The command line, kept apart from the library (as insightface's ``commands/``).
+
+Each module holds the commands of one area; their bodies call domain functions that return data, and
+print the results here. Expected failures (:class:`~facial_demographics.errors.UserError`) become one
+line and exit code 2 (see :func:`._common.user_errors`); anything else is a bug and keeps its traceback.
+Heavy imports happen inside the commands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import analyze, evaluate, train
+from .data import data_app
+from .serve import make_serve_command
+
+app = typer.Typer(
+    help="Find every face in a photo and estimate its age (with an interval) and gender; "
+    "train and evaluate your own models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"facial-demographics {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """facial-demographics: age and gender for every face in a photo."""
+
+
+app.command()(analyze.analyze)
+app.command()(analyze.demo)
+app.add_typer(data_app, name="data")
+app.command()(evaluate.evaluate)
+app.command("evaluate-detection")(evaluate.evaluate_detection)
+app.command()(evaluate.robustness)
+app.command("serve")(make_serve_command())
+app.command()(train.train)
+app.command()(train.export)
+app.command("compare-runs")(train.compare_runs)
+
+__all__ = ["app"]

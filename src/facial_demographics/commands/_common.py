@@ -1,0 +1,85 @@
+"""What every command shares: the stderr console, exit codes for expected failures, progress, extras."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..errors import UserError
+from ..progress import Advance
+
+err = Console(stderr=True, soft_wrap=True)
+
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", "-m", help="Model bundle directory (default: the bundled model).")
+]
+
+#: Exit codes: 1 = some inputs failed (reported per item), 2 = bad usage or an expected failure, 130 = Ctrl-C.
+EXIT_FAILED_ITEMS, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+@contextmanager
+def user_errors(prefix: str = "error:") -> Iterator[None]:
+    """Expected failures (a :class:`UserError`, or a path that does not exist) → one line and exit 2.
+
+    Anything else is a bug in this program and keeps its traceback.
+    """
+    try:
+        yield
+    except (UserError, FileNotFoundError) as exc:
+        err.print(f"[red]{prefix}[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+#: Seconds between progress lines when stderr is not a terminal (a log file or CI).
+PROGRESS_EVERY_S = 5.0
+
+
+@contextmanager
+def progress_bar(description: str, total: int, line: str = "{description}: {done}/{total} ({pct:.0f} %)",
+                 ) -> Iterator[Advance]:
+    """A :data:`~facial_demographics.progress.ProgressFactory`: a bar with counts on a terminal, else a
+    plain line (``line``, formatted with description, done, total and pct) every few seconds."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True, disable=total < 2) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+    done, last = 0, time.monotonic()
+
+    def advance(n: int) -> None:
+        nonlocal done, last
+        done += n
+        if time.monotonic() - last >= PROGRESS_EVERY_S and done < total:
+            last = time.monotonic()
+            pct = 100 * done / max(total, 1)
+            err.print(line.format(description=description, done=done, total=total, pct=pct), highlight=False)
+
+    yield advance
+
+
+_DATA_MODULES = ("pandas", "pyarrow", "scipy", "matplotlib", "skimage")
+_EXTRAS = {"data": _DATA_MODULES, "train": ("torch", "kornia", "onnx", *_DATA_MODULES),  # train pulls in data
+           "serve": ("fastapi", "uvicorn", "multipart")}
+
+
+def need_extra(extra: str) -> None:
+    """Exit with an install line when an extra's packages are missing (checked without importing them)."""
+    missing = [m for m in _EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    if missing:
+        torch = "torch==2.13.0 " if extra == "train" else ""
+        err.print(f"This command needs the '{extra}' extra ({', '.join(missing)} not installed): "
+                  f"pip install {torch}'facial-demographics[{extra}]'", style="red", markup=False)
+        raise typer.Exit(EXIT_USAGE)

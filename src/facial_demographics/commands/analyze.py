@@ -1,0 +1,177 @@
+"""``analyze`` and ``demo``: the main job on the command line."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..inputs import IMAGE_SUFFIXES, expand_inputs
+from ..output import OutputError, OutputFormat
+from ._common import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_USAGE, ModelOption, err, progress_bar, user_errors
+
+if TYPE_CHECKING:
+    from ..output import ResultWriter
+    from ..pipeline import FaceAnalyzer
+
+SAMPLE_PHOTO = Path(__file__).parent.parent / "samples" / "astronaut.png"
+
+
+@dataclass
+class _Run:
+    """Progress of one ``analyze`` run, for the summary and the interruption message."""
+
+    total: int
+    done: int = 0
+    faces: int = 0
+    unreadable: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def summary(self, skipped: int = 0) -> str:
+        """E.g. ``3 images, 2 faces, 0 unreadable, 1.2 s; 1 file skipped (not .bmp, ...)``."""
+        text = (f"{self.done} image{'s' * (self.done != 1)}, {self.faces} face{'s' * (self.faces != 1)}, "
+                f"{self.unreadable} unreadable, {time.perf_counter() - self.started:.1f} s")
+        if skipped:
+            text += f"; {skipped} file{'s' * (skipped != 1)} skipped (not {', '.join(sorted(IMAGE_SUFFIXES))})"
+        return text
+
+
+def _annotate_to(directory: Path, path: str, faces: list[Any], index: int) -> None:
+    """Write the annotated copy of one input; a failure is reported and the run goes on."""
+    from PIL import Image
+
+    from ..annotate import draw
+    from ..imaging import ImageError, read_image
+    from ..output import annotated_name
+
+    target = directory / annotated_name(index, path)
+    try:
+        Image.fromarray(draw(read_image(path), faces)).save(target)
+    except (ImageError, OSError) as exc:
+        err.print(f"[yellow]{path}: annotated copy not written to {target} ({exc})[/yellow]")
+
+
+def _prepare_annotate(directory: Path | None) -> None:
+    if directory is None:
+        return
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{directory}: --annotate needs a folder, and this is a file") from None
+    except OSError as exc:
+        raise OutputError(f"{directory}: cannot create the --annotate folder ({exc.strerror or exc})") from None
+
+
+def analyze(
+    paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Scan folders recursively.")] = False,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")] = None,
+    annotate: Annotated[Path | None, typer.Option("--annotate", help="Write annotated images to DIR.")] = None,
+    cropped: Annotated[bool, typer.Option("--cropped", help="Each input is one already-cropped face.")] = False,
+    landmarks: Annotated[bool, typer.Option(
+        "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
+    model: ModelOption = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 32,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")] = None,
+) -> None:
+    """Estimate age and gender for every face in the given images.
+
+    Results are written as each image finishes (jsonl and csv line by line), so Ctrl-C keeps them.
+    Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output),
+    2 for bad usage (including an unusable -o or model), 130 when interrupted.
+    """
+    from ..output import ResultWriter, check_output, open_output
+    from ..pipeline import FaceAnalyzer
+
+    scan = expand_inputs(paths, recursive)
+    for folder in scan.nested:
+        err.print(f"[yellow]{folder} holds only folders: use --recursive to analyse the images inside them[/yellow]")
+    if not scan.paths:
+        err.print("[red]No images found in the given paths.[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    with user_errors():  # before any work: a bad -o would otherwise lose every result at the end
+        check_output(output)
+        _prepare_annotate(annotate)
+    with user_errors("Cannot load the model:"):
+        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
+        analyzer.warm_up()
+    with user_errors():
+        writer = ResultWriter(fmt, open_output(output), landmarks=landmarks)
+    run = _Run(total=len(scan.paths))
+    _run_to_end(analyzer, scan.paths, writer, annotate, run, str(output) if output is not None else "stdout")
+    err.print(f"analysed {run.summary(len(scan.skipped))}", highlight=False)
+    if run.unreadable:
+        raise typer.Exit(EXIT_FAILED_ITEMS)
+
+
+def _run_to_end(analyzer: FaceAnalyzer, inputs: list[str], writer: ResultWriter, annotate: Path | None,
+                run: _Run, where: str) -> None:
+    """Analyse everything; on Ctrl-C or a crash, say how far it got (the results so far are on disk)."""
+    try:
+        _analyze_into(analyzer, inputs, writer, annotate, run)
+    except KeyboardInterrupt:
+        writer.close()
+        err.print(f"interrupted after {run.done} of {run.total} images; results so far in {where}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:
+        writer.close()
+        err.print(f"[red]failed after {run.done} of {run.total} images ({type(exc).__name__}: {exc}); "
+                  f"results so far in {where}[/red]")
+        raise
+    finally:
+        writer.close()
+
+
+def _analyze_into(
+    analyzer: FaceAnalyzer, inputs: list[str], writer: ResultWriter, annotate: Path | None, run: _Run
+) -> None:
+    """Analyse ``inputs`` in order, writing each result (and annotated copy) as soon as it is ready."""
+    with progress_bar("Analysing images", len(inputs), line="analysed {done}/{total} images ({pct:.0f} %)") as adv:
+        for i, result in enumerate(analyzer.iter_analyze(inputs, progress=adv)):
+            if annotate is not None and result.ok:
+                _annotate_to(annotate, inputs[i], result.faces, i)
+            writer.write(result.to_dict())
+            run.done += 1
+            run.faces += len(result.faces)
+            if not result.ok:
+                run.unreadable += 1
+                err.print(f"[yellow]{result.path}: {result.error}[/yellow]")
+
+
+def demo(
+    image: Annotated[
+        Path | None, typer.Argument(help="A photo (default: a public-domain NASA portrait, scikit-image's astronaut).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the annotated image.")] = Path(
+        "out/demo.png"
+    ),
+    model: ModelOption = None,
+) -> None:
+    """The main job on the bundled defaults: analyse a real photo and write an annotated copy."""
+    from PIL import Image
+
+    from ..annotate import draw, label
+    from ..imaging import ImageError, read_image
+    from ..pipeline import FaceAnalyzer
+
+    photo = image or SAMPLE_PHOTO
+    name = str(image) if image is not None else "astronaut.png (bundled sample)"
+    try:
+        pixels = read_image(photo, name=name)
+    except ImageError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_FAILED_ITEMS) from exc
+    with user_errors("Cannot load the model:"):
+        analyzer = FaceAnalyzer(model)
+        analyzer.warm_up()
+    result = analyzer.analyze(pixels, name=name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(draw(pixels, result.faces)).save(out)
+    typer.echo(f"{name}: {len(result.faces)} face(s)")
+    for i, face in enumerate(result.faces):
+        typer.echo(f"  face {i}: {label(face)}  box={[round(v) for v in face.box]}")
+    typer.echo(f"annotated image: {out}")

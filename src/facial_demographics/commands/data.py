@@ -1,0 +1,142 @@
+"""``data prepare | stats | split``: dataset tools."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ._common import err, need_extra, progress_bar, user_errors
+
+data_app = typer.Typer(help="Dataset tools: statistics, splits and the aligned-face cache.", no_args_is_help=True)
+DatasetArg = Annotated[Path, typer.Argument(help="Dataset folder, archive, .mat or table.")]
+FormatOption = Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")]
+
+
+@data_app.command("prepare")
+def data_prepare(
+    dataset: DatasetArg,
+    size: Annotated[int, typer.Option("--size", min=16, help="Aligned face size in pixels.")] = 112,
+    out: Annotated[Path | None, typer.Option("--out", help="Cache directory (default cache/<name>-<size>).")] = None,
+    margin: Annotated[float, typer.Option("--margin", help="Alignment margin (see alignment).")] = 0.0,
+    template: Annotated[str, typer.Option("--template", help="Alignment template.")] = "utkface5",
+    fmt: FormatOption = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
+) -> None:
+    """Detect and align every image once into a memory-mappable cache (resumable)."""
+    need_extra("data")
+    from ..alignment import AlignmentConfig
+    from ..datasets.cache import prepare_cache
+    from ..datasets.loader import load_dataset
+
+    with user_errors():
+        read = load_dataset(dataset, fmt)
+        cfg = AlignmentConfig(size=size, margin=margin, template=template)
+    for rej in read.rejected:
+        err.print(f"[yellow]rejected {rej.item}: {rej.reason}[/yellow]")
+    target = out or Path("cache") / f"{dataset.name.split('.')[0]}-{size}"
+    started = time.perf_counter()
+    with user_errors(), progress_bar("Aligning faces", len(read.records)) as advance:
+        cache = prepare_cache(read.records, target, cfg, workers=workers, dataset=str(dataset), progress=advance)
+    counts = cache.meta["status_counts"]
+    elapsed = time.perf_counter() - started
+    typer.echo(f"{dataset}: {read.seen} items seen = {len(read.records)} records + {len(read.rejected)} rejected")
+    typer.echo(f"cache {target}: {len(cache.index)} faces " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    typer.echo(f"{elapsed:.0f} s, {len(read.records) / max(elapsed, 1e-9):.0f} images/s (resumed work not counted)")
+    for _, row in cache.index[cache.index["status"] == "unreadable"].iterrows():
+        err.print(f"[yellow]unreadable {row['path']}: {row['error']}[/yellow]")
+
+
+@data_app.command("stats")
+def data_stats(
+    dataset: DatasetArg,
+    out: Annotated[Path | None, typer.Option("--out", help="Write stats.json and a PNG histogram here.")] = None,
+    fmt: FormatOption = None,
+) -> None:
+    """Counts, rejected items, age histogram, gender and race balance."""
+    need_extra("data")
+    from ..datasets.loader import load_dataset
+    from ..datasets.stats import compute_stats, write_stats
+
+    console = Console()
+    with user_errors(), console.status(f"reading {dataset}"):
+        result = load_dataset(dataset, format=fmt)
+    stats = compute_stats(result)
+    render_stats(stats, console)
+    if out is not None:
+        for path in write_stats(stats, out):
+            console.print(f"wrote {path}")
+
+
+@data_app.command("split")
+def data_split(
+    dataset: DatasetArg,
+    out: Annotated[Path, typer.Option("--out", help="Split CSV to write (key,split).")],
+    val: Annotated[float, typer.Option("--val", help="Validation share.")] = 0.1,
+    test: Annotated[float, typer.Option("--test", help="Test share.")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
+    fmt: FormatOption = None,
+) -> None:
+    """Write a deterministic train/val/test split, stratified by age band and gender."""
+    need_extra("data")
+    from ..datasets.splits import publish_split
+
+    with user_errors():
+        counts = publish_split(dataset, out, val=val, test=test, seed=seed, format=fmt)
+    typer.echo(f"wrote {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+
+
+def _counts_table(title: str, counts: dict[str, int], total: int | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column(title.split(" ")[0].lower())
+    table.add_column("count", justify="right")
+    table.add_column("share", justify="right")
+    whole = total if total is not None else sum(counts.values())
+    for name, n in counts.items():
+        table.add_row(escape(str(name)), str(n), f"{100 * n / whole:.1f} %" if whole else "-")
+    return table
+
+
+def _items_table(title: str, summary: dict[str, Any]) -> Table:
+    from ..datasets.stats import EXAMPLES, reason_category
+
+    table = Table(title=f"{title} ({summary['count']})")
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    table.add_column("examples")
+    for reason, n in summary["by_reason"].items():
+        examples = [i for i in summary["items"] if reason_category(i["reason"]) == reason][:EXAMPLES]
+        table.add_row(escape(reason), str(n),
+                      "\n".join(escape(f"{i['item']}: {i['reason']}") for i in examples))
+    return table
+
+
+def render_stats(stats: dict[str, Any], console: Console) -> None:
+    """Print the statistics as rich tables."""
+    from ..datasets.stats import GENDER_KEYS
+
+    age = stats["age"]
+    rng = age["in_range"]
+    console.print(f"[bold]{escape(stats['source'])}[/]: {stats['seen']} seen, {stats['used']} used, "
+                  f"{stats['rejected']['count']} rejected, "
+                  f"{stats['partly_malformed']['count']} used with a partly malformed entry")
+    if age["known"]:
+        console.print(f"ages {age['min']:g}..{age['max']:g}, mean {age['mean']:g}, median {age['median']:g}; "
+                      f"{100 * rng['share']:.1f} % of known ages between {rng['lo']} and {rng['hi']}")
+    for title, key in (("Rejected", "rejected"), ("Partly malformed, used", "partly_malformed")):
+        summary = stats[key]
+        if summary["count"]:
+            console.print(_items_table(title, summary))
+    gender = {g: stats["gender"][g] for g in GENDER_KEYS}
+    console.print(_counts_table("Gender", gender))
+    console.print(_counts_table("Age buckets (seed report)", age["buckets5"]))
+    console.print(_counts_table("Age bands", age["bands"]))
+    if stats["race"]:
+        console.print(_counts_table("Race", stats["race"]))
+    for name, counts in stats["groups"].items():
+        console.print(_counts_table(f"{name} (group)", counts))

@@ -1,0 +1,88 @@
+"""``train``, ``export`` and ``compare-runs``: training your own models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import need_extra, user_errors
+
+
+def train(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Run config (TOML path, or a packaged name: default, seed, seed_wiki, tiny).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue from a last.pt checkpoint.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Override the initial learning rate.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the number of epochs.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Override the aligned-face cache.")] = None,
+    split: Annotated[Path | None, typer.Option("--split", help="Override the split CSV.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")] = None,
+) -> None:
+    """Train a model from a TOML config: checkpoints every epoch, metrics CSV/JSON, learning curves."""
+    need_extra("train")
+    from ..training.checkpoint import Checkpoint
+    from ..training.config import ConfigError, load_config, with_overrides
+    from ..training.loop import train as run_training
+
+    with user_errors():
+        if config is None and resume is None:
+            raise ConfigError("give --config (a TOML run config) or --resume (a last.pt checkpoint)")
+        ckpt = Checkpoint.load(resume) if resume is not None else None  # read once, used three ways
+        base = load_config(config) if config is not None else ckpt.config  # type: ignore[union-attr]
+        cfg = with_overrides(base, lr=lr, epochs=epochs, cache=cache, split=split)
+        if out is None:
+            out = ckpt.run_dir if ckpt is not None else Path("runs") / cfg.name
+        result = run_training(cfg, out, resume=ckpt, max_steps=max_steps)
+    best = result.best
+    typer.echo(f"done: best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}; checkpoints "
+               f"{result.best_checkpoint} and {result.last_checkpoint}; curves and metrics in {out}")
+
+
+def export(
+    ckpt: Annotated[Path, typer.Argument(help="A training checkpoint (best.pt or last.pt).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Aligned-face cache: faces for the parity check and interval calibration.")] = None,
+    split: Annotated[Path, typer.Option(
+        "--split", help="Split CSV whose val part calibrates the age interval.")] = Path("splits/utkface.csv"),
+    calibrate: Annotated[bool, typer.Option(
+        help="Fit the age-interval temperature on the validation split (needs --cache).")] = True,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
+) -> None:
+    """Export a checkpoint to an ONNX model bundle and check it against torch on real faces."""
+    need_extra("train")
+    from ..training.calibrate import calibrate_bundle
+    from ..training.export import export_bundle
+
+    with user_errors():
+        report = export_bundle(ckpt, out, cache=cache, opset=opset)
+        typer.echo(f"exported {report.bundle} ({report.onnx_bytes / 1e6:.2f} MB); max |torch - onnxruntime| on "
+                   f"{report.faces} faces: {report.max_abs_diff:.2e}")
+        if calibrate and cache is not None:
+            cal = calibrate_bundle(report.bundle, cache, split)
+            typer.echo(f"age interval calibrated on {cal.faces} validation faces: temperature {cal.temperature:g}, "
+                       f"coverage {cal.coverage_before:.3f} -> {cal.coverage_after:.3f}")
+
+
+def compare_runs(
+    runs: Annotated[list[Path], typer.Argument(help="Training run directories (each with metrics.json).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write comparison.csv/.md/.png here.")] = None,
+) -> None:
+    """Compare training runs at their best validation epoch (table, markdown and an overlay plot)."""
+    need_extra("data")
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..training.compare import SUMMARY_COLUMNS, cell, compare_runs, write_comparison
+
+    with user_errors():
+        table = write_comparison(runs, out)[0] if out is not None else compare_runs(runs)
+    view = Table(title="Training runs at their best epoch")
+    for col in SUMMARY_COLUMNS:
+        view.add_column(col, justify="right" if col not in ("run", "model", "age_head", "select") else "left")
+    for _, row in table.iterrows():
+        view.add_row(*(cell(v) for v in row))
+    Console().print(view)
