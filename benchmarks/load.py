@@ -61,9 +61,9 @@ def free_port() -> int:
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     code = (
-        "import sys; from pathlib import Path; from facial_demographics.server import serve_command; "
-        "serve_command(port=int(sys.argv[1]), model=Path(sys.argv[2]) if sys.argv[2] else None, "
-        "workers=int(sys.argv[3]), batch_size=int(sys.argv[4]), max_queue=int(sys.argv[5]), "
+        "import sys; from facial_demographics.server import ServerSettings, serve_command; "
+        "serve_command(ServerSettings.create(port=int(sys.argv[1]), model=sys.argv[2] or None, "
+        "workers=int(sys.argv[3]), batch_size=int(sys.argv[4]), max_queue=int(sys.argv[5])), "
         "log_level='warning')"
     )
     argv = [

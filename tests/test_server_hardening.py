@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from test_server import GatedAnalyzer, assert_error, post, wait_for_queue
+from server_support import GatedAnalyzer, assert_error, post, wait_for_queue
 
 from facial_demographics.imaging import encode_jpeg, read_header
 from facial_demographics.model import BundleError

@@ -45,7 +45,7 @@ def _parameter(f: Field[Any], hints: dict[str, Any]) -> inspect.Parameter:
     flags = [f"--{name.replace('_', '-')}", *(["-m"] if name == "model" else [])]
     option = typer.Option(*flags, envvar=f"FD_{name.upper()}", help=f.metadata.get("help", "") + _default_text(f),
                           show_default=False, metavar="ORIGIN" if name == "cors_origin" else None)
-    annotation = Annotated[_option_type(f, hints) | None, option]  # type: ignore[operator]
+    annotation = Annotated[_option_type(f, hints) | None, option]  # type: ignore[operator,valid-type]
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 

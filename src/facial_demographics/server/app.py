@@ -305,10 +305,118 @@ def _flag(value: str, name: str) -> bool:
     raise ApiError(422, "invalid_request", f"{name} must be true or false, got {value[:40]!r}", name)
 
 
-def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | None = None) -> FastAPI:
-    """Build the app; the analyzer is loaded at startup unless one is given (tests share one)."""
-    settings = settings or ServerSettings()
-    runtime = _Runtime(budget=MemoryBudget(settings.server_memory_bytes))
+@dataclass
+class _Service:
+    """One app's settings and runtime, and the request steps its routes share."""
+
+    settings: ServerSettings
+    runtime: _Runtime
+
+    def batcher(self) -> MicroBatcher:
+        if self.runtime.batcher is None:
+            raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
+        return self.runtime.batcher
+
+    @asynccontextmanager
+    async def reserve(self, amount: int) -> AsyncIterator[None]:
+        """Hold ``amount`` bytes of the server's memory budget; 503 when it does not free up in time."""
+        try:
+            async with self.runtime.budget.hold(amount, self.settings.memory_wait):
+                yield
+        except BudgetFullError as exc:
+            raise ApiError(503, "server_busy", f"server busy: {exc}; retry later",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
+
+    async def receive_form(self, request: Request) -> Form:
+        settings = self.settings
+        try:
+            return await asyncio.wait_for(
+                read_multipart(
+                    request.headers.get("content-type"),
+                    request.stream(),
+                    max_bytes=settings.max_upload_bytes,
+                    max_files=settings.max_files,
+                ),
+                settings.request_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise ApiError(408, "request_timeout", "the upload was not received in time") from None
+        except ClientDisconnect:
+            # Routine on the open internet: one line, no traceback (nobody is left to answer).
+            client = request.client.host if request.client else "?"
+            log.info("client %s disconnected during the upload to %s", client, request.url.path)
+            raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
+
+    async def analyse(self, scanned: list[_Decoded], queue: MicroBatcher) -> dict[int, ImageResult]:
+        async with self.runtime.decoding:
+            await run_in_threadpool(_decode_all, scanned, self.settings.max_pixels)
+        good = [d for d in scanned if d.image is not None]
+        if not good:
+            return {}
+        try:
+            results = await asyncio.wait_for(
+                queue.submit([d.image for d in good if d.image is not None]), self.settings.request_timeout
+            )
+        except QueueFullError as exc:
+            raise _queue_full(exc) from None
+        except asyncio.TimeoutError:
+            raise ApiError(
+                504, "timeout", "the analysis did not finish in time; try fewer or smaller images"
+            ) from None
+        return dict(zip(map(id, good), results, strict=True))
+
+    async def analyze_request(self, request: Request, annotate: bool) -> AnalyzeResponse:
+        """The body of ``POST /v1/analyze``: admit, reserve memory, read, decode, analyse, respond."""
+        settings = self.settings
+        check_content_length(request.headers.get("content-length"), settings.max_upload_bytes)
+        queue = self.batcher()
+        try:
+            queue.check_capacity(1)  # refuse early, before reading the body
+        except QueueFullError as exc:
+            raise _queue_full(exc) from None
+        declared = request.headers.get("content-length")
+        body_bytes = int(declared) if declared is not None else settings.max_upload_bytes
+        async with self.reserve(body_bytes):  # the body is held in memory: reserve it before reading it
+            form = await self.receive_form(request)
+            if "annotate" in form.fields:
+                annotate = annotate or _flag(form.fields["annotate"], "annotate")
+            if not form.files:
+                raise ApiError(422, "no_files", "no file uploaded: send one or more images in the 'file' field")
+            scanned = await run_in_threadpool(_scan_headers, form.files, settings.max_pixels)
+            pixels = sum(d.header.decode_bytes for d in scanned if d.header is not None)
+            if body_bytes + pixels > settings.request_memory_bytes:
+                what = "this image" if len(scanned) == 1 else f"this request's {len(scanned)} images"
+                raise _over_budget(what, body_bytes + pixels, settings.request_memory_bytes)
+            async with self.reserve(pixels):
+                results = await self.analyse(scanned, queue)
+                return await _respond(scanned, results, annotate, settings)
+
+
+def _queue_full(exc: QueueFullError) -> ApiError:
+    return ApiError(503, "queue_full", f"server busy: {exc}; retry later",
+                    headers={"Retry-After": str(exc.retry_after)})
+
+
+_ANALYZE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed multipart body."},
+    408: {"model": ErrorResponse, "description": "The upload took longer than the time limit."},
+    413: {
+        "model": ErrorResponse,
+        "description": "Upload over the size limit, image over the pixel limit, or images needing "
+        "more memory than one request may use.",
+    },
+    415: {"model": ErrorResponse, "description": "Not an image, or an unsupported format."},
+    503: {
+        "model": ErrorResponse,
+        "description": "Too many queued images, or the server's image memory is in use; see Retry-After.",
+    },
+    504: {"model": ErrorResponse, "description": "The analysis took longer than the time limit."},
+}
+
+
+def _lifespan(service: _Service, analyzer: Analyzer | None) -> Any:
+    """Load (or take) the analyzer and start the micro-batcher when the app starts; stop it at the end."""
+    settings, runtime = service.settings, service.runtime
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -328,6 +436,60 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
         finally:
             await runtime.batcher.stop()
 
+    return lifespan
+
+
+def _api_router(service: _Service) -> APIRouter:
+    """``/v1/analyze`` and ``/v1/model``, behind the API key when one is set."""
+    settings = service.settings
+    auth = [Depends(_api_key_dependency(settings.api_key))] if settings.api_key else []
+    unauthorized: dict[int | str, dict[str, Any]] = (
+        {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}} if settings.api_key else {}
+    )
+    api = APIRouter(prefix="/v1", dependencies=auth, responses=unauthorized)
+
+    @api.post("/analyze", tags=["analysis"], response_model=AnalyzeResponse, response_model_exclude_unset=True,
+              openapi_extra={"requestBody": _analyze_body(settings.max_files)}, responses=_ANALYZE_RESPONSES)
+    async def analyze(
+        request: Request,
+        annotate: bool = Query(
+            False, description="Also return each image with boxes and labels, as a downscaled base64 JPEG."
+        ),
+    ) -> AnalyzeResponse:
+        """Analyse one or more images sent as multipart/form-data in the field `file`."""
+        return await service.analyze_request(request, annotate)
+
+    @api.get("/model", response_model=ModelInfo, tags=["model"])
+    async def model() -> ModelInfo:
+        """The loaded model bundle's manifest: name, version, input, heads, provenance."""
+        if service.runtime.analyzer is None:
+            raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
+        return ModelInfo.model_validate(service.runtime.analyzer.manifest)
+
+    return api
+
+
+def _add_page_and_health(app: FastAPI, service: _Service) -> None:
+    @app.get("/healthz", response_model=HealthResponse, tags=["health"])
+    async def healthz() -> HealthResponse:
+        """Liveness: answers while inference runs; `queued` shows the load."""
+        queue = service.batcher()
+        return HealthResponse(status="ok", queued=queue.pending, max_queue=queue.max_queue)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # HEAD for uptime checkers and load balancers (uvicorn sends the headers without the body).
+    app.add_api_route("/", page, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | None = None) -> FastAPI:
+    """Build the app; the analyzer is loaded at startup unless one is given (tests share one)."""
+    settings = settings or ServerSettings()
+    service = _Service(settings, _Runtime(budget=MemoryBudget(settings.server_memory_bytes)))
     # FastAPIOffline serves Swagger UI and ReDoc from the installed package (/static-offline-docs),
     # not a CDN, so /docs and /redoc work without internet; no validator badge (it calls swagger.io).
     app = FastAPIOffline(
@@ -335,7 +497,7 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
         summary="Find every face in a photo and estimate its age (with an interval) and gender.",
         version=__version__,
         swagger_ui_parameters={"validatorUrl": None},
-        lifespan=lifespan,
+        lifespan=_lifespan(service, analyzer),
         debug=False,
         responses=_ERROR_RESPONSES,
     )
@@ -349,149 +511,6 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
             max_age=600,
         )
     app.add_middleware(SecurityHeaders)
-
-    def batcher() -> MicroBatcher:
-        if runtime.batcher is None:
-            raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
-        return runtime.batcher
-
-    @asynccontextmanager
-    async def reserve(amount: int) -> AsyncIterator[None]:
-        """Hold ``amount`` bytes of the server's memory budget; 503 when it does not free up in time."""
-        try:
-            async with runtime.budget.hold(amount, settings.memory_wait):
-                yield
-        except BudgetFullError as exc:
-            raise ApiError(503, "server_busy", f"server busy: {exc}; retry later",
-                           headers={"Retry-After": str(exc.retry_after)}) from None
-
-    async def receive_form(request: Request) -> Form:
-        try:
-            return await asyncio.wait_for(
-                read_multipart(
-                    request.headers.get("content-type"),
-                    request.stream(),
-                    max_bytes=settings.max_upload_bytes,
-                    max_files=settings.max_files,
-                ),
-                settings.request_timeout,
-            )
-        except asyncio.TimeoutError:
-            raise ApiError(408, "request_timeout", "the upload was not received in time") from None
-        except ClientDisconnect:
-            # Routine on the open internet: one line, no traceback (nobody is left to answer).
-            client = request.client.host if request.client else "?"
-            log.info("client %s disconnected during the upload to %s", client, request.url.path)
-            raise ApiError(400, "client_disconnected", "the client went away during the upload") from None
-
-    async def analyse(scanned: list[_Decoded], queue: MicroBatcher) -> dict[int, ImageResult]:
-        async with runtime.decoding:
-            await run_in_threadpool(_decode_all, scanned, settings.max_pixels)
-        good = [d for d in scanned if d.image is not None]
-        if not good:
-            return {}
-        try:
-            results = await asyncio.wait_for(
-                queue.submit([d.image for d in good if d.image is not None]), settings.request_timeout
-            )
-        except QueueFullError as exc:
-            raise queue_full(exc) from None
-        except asyncio.TimeoutError:
-            raise ApiError(
-                504, "timeout", "the analysis did not finish in time; try fewer or smaller images"
-            ) from None
-        return dict(zip(map(id, good), results, strict=True))
-
-    def queue_full(exc: QueueFullError) -> ApiError:
-        return ApiError(
-            503,
-            "queue_full",
-            f"server busy: {exc}; retry later",
-            headers={"Retry-After": str(exc.retry_after)},
-        )
-
-    auth = [Depends(_api_key_dependency(settings.api_key))] if settings.api_key else []
-    unauthorized: dict[int | str, dict[str, Any]] = (
-        {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}}
-        if settings.api_key
-        else {}
-    )
-    api = APIRouter(prefix="/v1", dependencies=auth, responses=unauthorized)
-
-    @api.post(
-        "/analyze",
-        tags=["analysis"],
-        response_model=AnalyzeResponse,
-        response_model_exclude_unset=True,
-        openapi_extra={"requestBody": _analyze_body(settings.max_files)},
-        responses={
-            400: {"model": ErrorResponse, "description": "Malformed multipart body."},
-            408: {"model": ErrorResponse, "description": "The upload took longer than the time limit."},
-            413: {
-                "model": ErrorResponse,
-                "description": "Upload over the size limit, image over the pixel limit, or images needing "
-                "more memory than one request may use.",
-            },
-            415: {"model": ErrorResponse, "description": "Not an image, or an unsupported format."},
-            503: {
-                "model": ErrorResponse,
-                "description": "Too many queued images, or the server's image memory is in use; see Retry-After.",
-            },
-            504: {"model": ErrorResponse, "description": "The analysis took longer than the time limit."},
-        },
-    )
-    async def analyze(
-        request: Request,
-        annotate: bool = Query(
-            False, description="Also return each image with boxes and labels, as a downscaled base64 JPEG."
-        ),
-    ) -> AnalyzeResponse:
-        """Analyse one or more images sent as multipart/form-data in the field `file`."""
-        check_content_length(request.headers.get("content-length"), settings.max_upload_bytes)
-        queue = batcher()
-        try:
-            queue.check_capacity(1)  # refuse early, before reading the body
-        except QueueFullError as exc:
-            raise queue_full(exc) from None
-        declared = request.headers.get("content-length")
-        body_bytes = int(declared) if declared is not None else settings.max_upload_bytes
-        async with reserve(body_bytes):  # the body is held in memory: reserve it before reading it
-            form = await receive_form(request)
-            if "annotate" in form.fields:
-                annotate = annotate or _flag(form.fields["annotate"], "annotate")
-            if not form.files:
-                raise ApiError(422, "no_files", "no file uploaded: send one or more images in the 'file' field")
-            scanned = await run_in_threadpool(_scan_headers, form.files, settings.max_pixels)
-            pixels = sum(d.header.decode_bytes for d in scanned if d.header is not None)
-            if body_bytes + pixels > settings.request_memory_bytes:
-                what = "this image" if len(scanned) == 1 else f"this request's {len(scanned)} images"
-                raise _over_budget(what, body_bytes + pixels, settings.request_memory_bytes)
-            async with reserve(pixels):
-                results = await analyse(scanned, queue)
-                return await _respond(scanned, results, annotate, settings)
-
-    @api.get("/model", response_model=ModelInfo, tags=["model"])
-    async def model() -> ModelInfo:
-        """The loaded model bundle's manifest: name, version, input, heads, provenance."""
-        if runtime.analyzer is None:
-            raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
-        return ModelInfo.model_validate(runtime.analyzer.manifest)
-
-    app.include_router(api)
-
-    @app.get("/healthz", response_model=HealthResponse, tags=["health"])
-    async def healthz() -> HealthResponse:
-        """Liveness: answers while inference runs; `queued` shows the load."""
-        queue = batcher()
-        return HealthResponse(status="ok", queued=queue.pending, max_queue=queue.max_queue)
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
-    # HEAD for uptime checkers and load balancers (uvicorn sends the headers without the body).
-    app.add_api_route("/", page, methods=["HEAD"], include_in_schema=False)
-    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(_api_router(service))
+    _add_page_and_health(app, service)
     return app
