@@ -12,9 +12,10 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from facial_demographics.datasets.records import FEMALE, MALE, Record, Rejected
+from facial_demographics.datasets.records import Record, Rejected
 from facial_demographics.datasets.stats import compute_stats, render_stats, stats_command, write_stats
 from facial_demographics.datasets.utkface import UTKFaceResult
+from facial_demographics.labels import FEMALE, MALE
 
 
 def hand_made() -> UTKFaceResult:

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ..datasets.cache import FaceCache, split_faces
+from ..datasets.cache import load_cache, split_faces
 from ..model import AgeGenderModel
 
 Perturbation = Callable[[np.ndarray], np.ndarray]  # uint8 HxWx3 RGB -> same shape
@@ -172,10 +172,8 @@ def robustness_command(models: Sequence[Path | None], cache_dir: Path, split_fil
                        limit: int | None, out: Path | None, console: Console | None = None) -> list[RobustnessRow]:
     """CLI body: load the split's cached faces, run every model under every perturbation, print a table."""
     con = console or Console(stderr=True)
-    cache = FaceCache.open(cache_dir)
+    cache = load_cache(cache_dir)
     faces, index = split_faces(cache, split_file, split)
-    if len(faces) == 0:
-        raise ValueError(f"{split_file}: no cached faces in split {split!r}")
     if limit is not None and limit < len(faces):
         pick = np.sort(np.random.default_rng(0).choice(len(faces), limit, replace=False))
         faces, index = faces[pick], index.iloc[pick]

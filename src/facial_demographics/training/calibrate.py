@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.cache import FaceCache, split_faces
+from ..datasets.cache import load_cache, split_faces
 from ..model import AgeGenderModel, ModelBundle, write_bundle
 
 TEMPERATURES = np.round(np.arange(0.4, 3.01, 0.05), 3)
@@ -41,12 +41,10 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path, *, spl
     head = bundle.manifest["heads"]["age"]
     if head["type"] not in ("distribution", "buckets"):
         raise ValueError(f"{bundle_dir}: a {head['type']} age head has no distribution to calibrate")
-    cache = FaceCache.open(cache_dir)
+    cache = load_cache(cache_dir)
     if int(cache.meta["size"]) != bundle.input_size:
         raise ValueError(f"{cache_dir}: faces are {cache.meta['size']} px, the model takes {bundle.input_size} px")
     faces, rows = split_faces(cache, split_file, split)
-    if len(faces) == 0:
-        raise ValueError(f"{split_file}: no cached faces in split {split!r}")
     model = AgeGenderModel(bundle, interval=target)
     out_name = head["output"]
     logits = np.concatenate([model.raw(faces[i : i + batch_size])[out_name] for i in range(0, len(faces), batch_size)])

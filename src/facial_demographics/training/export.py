@@ -18,9 +18,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..datasets.cache import load_cache
+from ..labels import AGE_BUCKET_EDGES, GENDER_LABELS
 from ..model import write_bundle
 from .config import RunConfig, config_from_dict
-from .data import load_cache, split_rows, to_input
+from .data import split_rows, to_input
 from .loop import load_checkpoint, predict_logits
 from .losses import expected_age
 from .models import AgeGenderNet, HeadSpec, build_model, head_spec
@@ -28,7 +30,6 @@ from .models import AgeGenderNet, HeadSpec, build_model, head_spec
 LICENSE = ("Weights trained on UTKFace / IMDB-WIKI: non-commercial research use only (dataset terms); "
            "EfficientNet-Lite0 ImageNet initialisation: Apache-2.0")
 INTERVALS = (0.5, 0.8, 0.9, 0.95)
-BUCKET_EDGES = (0.0, 25.0, 50.0, 75.0, 100.0, 120.0)  # the last bucket is open-ended; 120 closes it
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _with_cache(cfg: RunConfig, cache: Path) -> RunConfig:
 
 def age_head_manifest(spec: HeadSpec, residuals: np.ndarray | None) -> dict[str, Any]:
     if spec.age_type == "buckets5":
-        return {"output": "age_logits", "type": "buckets", "edges": list(BUCKET_EDGES),
+        return {"output": "age_logits", "type": "buckets", "edges": list(AGE_BUCKET_EDGES),
                 "values": spec.age_values}
     if spec.age_type == "regression":
         head: dict[str, Any] = {"output": "age_logits", "type": "regression", "values": []}
@@ -128,7 +129,7 @@ def build_manifest(cfg: RunConfig, ckpt: dict[str, Any], spec: HeadSpec,
                       "margin": float(meta.get("margin") or 0.0)},
         "heads": {
             "age": age_head_manifest(spec, residuals),
-            "gender": {"output": "gender_logits", "labels": ["male", "female"]} if spec.gender else None,
+            "gender": {"output": "gender_logits", "labels": list(GENDER_LABELS)} if spec.gender else None,
         },
         "training": {
             "config": cfg.name, "description": cfg.description, "model": cfg.model.name,
