@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from facial_demographics.alignment import AlignmentConfig
 from facial_demographics.cli import app
 from facial_demographics.datasets import cache as cache_module
-from facial_demographics.datasets.cache import FaceCache, prepare_cache
+from facial_demographics.datasets.cache import load_cache, prepare_cache
 from facial_demographics.datasets.loader import load_dataset
 from facial_demographics.imaging import encode_jpeg
 
@@ -71,7 +71,7 @@ def test_prepare_resumes_without_redoing_finished_chunks(
 
 def test_open_refuses_incomplete_cache(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="missing"):
-        FaceCache.open(tmp_path)
+        load_cache(tmp_path)
 
 
 def test_prepare_command(small_dataset: Path, tmp_path: Path) -> None:
@@ -80,5 +80,5 @@ def test_prepare_command(small_dataset: Path, tmp_path: Path) -> None:
                                       "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "10 items seen" in result.stdout and "unreadable 2" in result.stdout
-    assert FaceCache.open(out).faces.shape == (10, 40, 40, 3)
+    assert load_cache(out).faces.shape == (10, 40, 40, 3)
     shutil.rmtree(out)

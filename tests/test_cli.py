@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from facial_demographics.cli import app
 from facial_demographics.imaging import encode_jpeg, encode_png, read_image
-from facial_demographics.types import AGE_GROUPS
+from facial_demographics.labels import AGE_GROUPS
 
 runner = CliRunner()
 

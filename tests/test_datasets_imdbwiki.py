@@ -5,52 +5,15 @@ from __future__ import annotations
 import math
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import scipy.io
 
 from facial_demographics.datasets.imdbwiki import age_at_photo, birth_date, read_imdbwiki
-from facial_demographics.datasets.records import FEMALE, MALE
+from facial_demographics.labels import FEMALE, MALE
 
-
-def datenum(d: date) -> float:
-    """MATLAB datenum of a date (what wiki.mat stores as dob)."""
-    return float(d.toordinal() + 366)
-
-
-def entry(path: str, dob: float, taken: int, gender: float = 1.0, name: str = "A Person",
-          face: float = 3.0, second: float = math.nan) -> dict[str, Any]:
-    return {"full_path": path, "dob": dob, "photo_taken": taken, "gender": gender, "name": name,
-            "face_score": face, "second_face_score": second}
-
-
-def _cell(values: list[Any]) -> np.ndarray:
-    cell = np.empty(len(values), dtype=object)
-    cell[:] = values
-    return cell
-
-
-def write_wiki_mat(path: Path, entries: list[dict[str, Any]], struct: str = "wiki",
-                   image_root: Path | None = None) -> Path:
-    """Write a wiki.mat-like file (1x1 struct of 1xN fields, cells of strings) and the image files."""
-    data = {
-        "dob": np.array([e["dob"] for e in entries], dtype=float),
-        "photo_taken": np.array([e["photo_taken"] for e in entries], dtype=float),
-        "full_path": _cell([e["full_path"] for e in entries]),
-        "gender": np.array([e["gender"] for e in entries], dtype=float),
-        "name": _cell([e["name"] for e in entries]),
-        "face_location": _cell([np.array([[10.0, 10.0, 90.0, 90.0]]) for _ in entries]),
-        "face_score": np.array([e["face_score"] for e in entries], dtype=float),
-        "second_face_score": np.array([e["second_face_score"] for e in entries], dtype=float),
-    }
-    scipy.io.savemat(str(path), {struct: data})
-    if image_root is not None:
-        for e in entries:
-            (image_root / e["full_path"]).parent.mkdir(parents=True, exist_ok=True)
-            (image_root / e["full_path"]).write_bytes(b"jpeg")
-    return path
+from tests_support import datenum, entry, matlab_cell, write_wiki_mat
 
 
 def test_writer_produces_the_real_layout(tmp_path: Path) -> None:
@@ -168,7 +131,7 @@ def test_numbers_stored_as_cells(tmp_path: Path) -> None:
     entries = [entry("01/a.jpg", 0.0, 2009), entry("01/b.jpg", 0.0, 2009)]
     mat_path = write_wiki_mat(tmp_path / "wiki.mat", entries, image_root=tmp_path)
     mat = scipy.io.loadmat(str(mat_path))
-    dob = _cell([np.array([[datenum(date(1980, 3, 3))]]), np.zeros((0, 0))])
+    dob = matlab_cell([np.array([[datenum(date(1980, 3, 3))]]), np.zeros((0, 0))])
     mat["wiki"][0, 0]["dob"] = dob.reshape(1, 2)
     scipy.io.savemat(str(mat_path), {"wiki": mat["wiki"]})
     result = read_imdbwiki(mat_path)

@@ -11,7 +11,7 @@ import pytest
 
 from facial_demographics.datasets.loader import detect_format, load_dataset
 
-from test_datasets_imdbwiki import datenum, entry, write_wiki_mat
+from tests_support import datenum, entry, write_wiki_mat
 
 UTK_NAMES = ["25_0_2_20170116174525125.jpg.chip.jpg", "61_1_20170109142408075.jpg.chip.jpg"]
 

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from facial_demographics.cli import app
 from facial_demographics.commands.data import render_stats
-from facial_demographics.datasets.records import FEMALE, MALE, Record, Rejected
+from facial_demographics.datasets.records import Record, Rejected
 from facial_demographics.datasets.stats import compute_stats, write_stats
 from facial_demographics.datasets.utkface import UTKFaceResult
+from facial_demographics.labels import FEMALE, MALE
 
 
 def hand_made() -> UTKFaceResult:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from facial_demographics.datasets.records import FEMALE, MALE
 from facial_demographics.datasets.table import BadValue, parse_age, parse_gender, read_table
+from facial_demographics.labels import FEMALE, MALE
 
 ROWS = [
     # path, age, gender, identity, camera

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from facial_demographics.datasets.records import FEMALE, MALE
 from facial_demographics.datasets.utkface import (
     MemberReader,
     parse_name,
@@ -15,6 +14,7 @@ from facial_demographics.datasets.utkface import (
     read_utkface,
     split_archive_path,
 )
+from facial_demographics.labels import FEMALE, MALE
 
 GOOD = {
     "25_0_2_20170116174525125.jpg.chip.jpg": (25.0, MALE, "Asian"),

@@ -96,12 +96,6 @@ def test_ece_known_value_and_bins() -> None:
     assert ece == pytest.approx(0.0) and bins[9].n == 1
 
 
-def test_age_bands_edges() -> None:
-    assert [M.age_band(a) for a in (0, 12, 12.9, 13, 19, 20, 39, 40, 59, 60, 79, 80, 116)] == [
-        "0-12", "0-12", "0-12", "13-19", "13-19", "20-39", "20-39", "40-59", "40-59", "60-79", "60-79",
-        "80+", "80+"]
-
-
 def test_by_age_band_mae_bias_and_coverage() -> None:
     df = frame([
         {"true_age": 10, "pred_age": 14, "age_low": 5, "age_high": 12},  # 0-12: +4, covered

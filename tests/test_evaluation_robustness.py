@@ -80,7 +80,7 @@ def test_cli_writes_table_json_and_plot(real_faces: np.ndarray, tmp_path: Path) 
 def test_cli_names_the_problem(tiny_bundle: Path, real_faces: np.ndarray, tmp_path: Path) -> None:
     runner = CliRunner()
     missing = runner.invoke(app, ["robustness", "--cache", str(tmp_path / "nowhere")])
-    assert missing.exit_code == 2 and "not a complete face cache" in missing.output
+    assert missing.exit_code == 2 and "not an aligned-face cache (faces.npy missing)" in missing.output
     cache = simple_cache(tmp_path / "cache", real_faces.shape[1], 8, faces=real_faces[:8])
     wrong_size = runner.invoke(app, ["robustness", "-m", str(tiny_bundle), "--cache", str(cache),
                                      "--split-file", str(cache / "split.csv")])

@@ -10,7 +10,7 @@ import pytest
 
 from facial_demographics import FaceAnalyzer
 from facial_demographics.imaging import encode_jpeg
-from facial_demographics.types import AGE_GROUPS
+from facial_demographics.labels import AGE_GROUPS
 
 
 @pytest.fixture(scope="module")

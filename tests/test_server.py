@@ -21,10 +21,11 @@ from PIL import Image
 from server_support import GatedAnalyzer, assert_error, post, wait_for_queue
 
 from facial_demographics.imaging import encode_jpeg, encode_png
+from facial_demographics.labels import AGE_GROUPS
 from facial_demographics.pipeline import FaceAnalyzer
 from facial_demographics.server import ServerSettings, create_app, running_server
 from facial_demographics.server.settings import API_KEY_ENV
-from facial_demographics.types import AGE_GROUPS, ImageResult
+from facial_demographics.types import ImageResult
 
 MAX_UPLOAD = 3 * 2**20
 MAX_PIXELS = 1_000_000

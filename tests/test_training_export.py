@@ -14,7 +14,7 @@ from facial_demographics.training.config import config_from_dict, load_config
 from facial_demographics.training.export import export_bundle
 from facial_demographics.training.loop import train
 
-from test_training_helpers import make_cache
+from tests_support import make_cache
 
 torch.set_num_threads(2)
 

@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
+from facial_demographics.datasets.cache import load_cache
+from facial_demographics.datasets.errors import DataError
 from facial_demographics.training.checkpoint import Checkpoint
 from facial_demographics.training.config import RunConfig, config_from_dict, load_config
-from facial_demographics.training.data import DataError, FaceBatches, load_cache, split_rows
+from facial_demographics.training.data import FaceBatches, split_rows
 from facial_demographics.training.loop import EpochState, train
 
-from test_training_helpers import make_cache
+from tests_support import make_cache
 
 torch.set_num_threads(2)
 

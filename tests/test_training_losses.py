@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from facial_demographics.labels import age_buckets
 from facial_demographics.training.config import LossConfig
-from facial_demographics.training.data import Labels, age_buckets, balanced_weights
+from facial_demographics.training.data import Labels, balanced_weights
 from facial_demographics.training.losses import (
     MultiTaskLoss,
     age_loss,

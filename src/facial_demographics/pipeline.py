@@ -22,8 +22,9 @@ from PIL import Image
 from .alignment import align, align_single
 from .detection import DetectorConfig, FaceDetector
 from .imaging import DEFAULT_MAX_PIXELS, Channels, ImageError, read_image
+from .labels import age_group
 from .model import AgeGenderModel, ModelBundle
-from .types import AlignedFace, Face, ImageResult, age_group
+from .types import AlignedFace, Face, ImageResult
 
 Source = Any  # str | Path | bytes | binary file object | np.ndarray | PIL.Image.Image
 

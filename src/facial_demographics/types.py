@@ -8,14 +8,6 @@ from typing import Any
 
 import numpy as np
 
-#: The seed report's five 25-year age buckets (age // 25, the last open-ended).
-AGE_GROUPS: tuple[str, ...] = ("0-24", "25-49", "50-74", "75-99", "100+")
-
-
-def age_group(age: float) -> str:
-    """Bucket an age into the seed report's five classes."""
-    return AGE_GROUPS[min(max(int(age // 25), 0), len(AGE_GROUPS) - 1)]
-
 
 def p_female(gender: str | None, gender_probability: float | None) -> float | None:
     """P(female) from the predicted gender and its probability; None when either is missing."""

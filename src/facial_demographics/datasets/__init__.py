@@ -1,1 +1,1 @@
-"""Dataset readers, splits, statistics, imbalance tools and the aligned-face cache."""
+"""The data layer: dataset readers, splits, statistics and the aligned-face cache (one reader each)."""

@@ -29,6 +29,7 @@ import pandas as pd
 from ..alignment import AlignmentConfig, align_single
 from ..detection import DetectorConfig, FaceDetector
 from ..imaging import ImageError, read_image
+from .errors import DataError, DataNotFoundError
 from .records import Record
 from .splits import read_split
 
@@ -36,33 +37,77 @@ CHUNK = 256
 _LANDMARK_COLUMNS = [f"lm{i}{axis}" for i in range(5) for axis in "xy"]
 
 
+#: Index columns every reader of a cache relies on.
+REQUIRED_COLUMNS = ("key", "age", "gender", "status")
+_FILES = ("faces.npy", "index.parquet", "meta.json")
+
+
 @dataclass(frozen=True)
 class FaceCache:
-    """An opened cache: the face array (memory-mapped), its index and its metadata."""
+    """An opened cache: ``faces[i]`` is the uint8 (S, S, 3) RGB crop of ``index.iloc[i]``.
 
-    root: Path
+    ``faces`` is memory-mapped; ``index`` has a 0..N-1 RangeIndex, so index labels are face rows.
+    """
+
+    path: Path
     faces: np.ndarray
     index: pd.DataFrame
     meta: dict[str, Any]
 
-    @classmethod
-    def open(cls, root: str | Path) -> FaceCache:
-        root = Path(root)
-        missing = [n for n in ("faces.npy", "index.parquet", "meta.json") if not (root / n).exists()]
-        if missing:
-            raise FileNotFoundError(f"{root}: not a complete face cache (missing {', '.join(missing)})")
-        faces = np.load(root / "faces.npy", mmap_mode="r")
-        index = pd.read_parquet(root / "index.parquet")
-        if len(index) != len(faces):
-            raise ValueError(f"{root}: index has {len(index)} rows but faces.npy has {len(faces)}")
-        return cls(root, faces, index, json.loads((root / "meta.json").read_text()))
+    @property
+    def size(self) -> int:
+        """S, the side of the cached crops in pixels."""
+        return int(self.faces.shape[1])
+
+    @property
+    def readable(self) -> pd.Series:
+        """True for rows whose image could be read (an unreadable one keeps an all-zero face)."""
+        return self.index["status"] != "unreadable"
 
 
-def split_faces(cache: FaceCache, split_file: Path, split: str = "val") -> tuple[np.ndarray, pd.DataFrame]:
-    """The cached faces (and their index rows) of one split, skipping unreadable images and unknown ages."""
+def load_cache(path: str | Path) -> FaceCache:
+    """Open a cache directory: the one cache reader (training, evaluation, robustness, calibration).
+
+    Args:
+        path: the folder ``data prepare`` wrote.
+
+    Returns:
+        The cache, faces memory-mapped.
+
+    Raises:
+        DataNotFoundError: a file of the cache is missing.
+        DataError: the faces array has the wrong shape or dtype, the index lacks a column, or their
+            lengths differ; the message names the file.
+    """
+    p = Path(path)
+    for name in _FILES:
+        if not (p / name).is_file():
+            raise DataNotFoundError(f"{p}: not an aligned-face cache ({name} missing); run "
+                                    "'facial-demographics data prepare' first or pass --cache")
+    faces = np.load(p / "faces.npy", mmap_mode="r")
+    if faces.ndim != 4 or faces.shape[3] != 3 or faces.shape[1] != faces.shape[2] or faces.dtype != np.uint8:
+        raise DataError(f"{p / 'faces.npy'}: expected uint8 (N, S, S, 3), got {faces.dtype} {faces.shape}")
+    index = pd.read_parquet(p / "index.parquet")
+    missing = [c for c in REQUIRED_COLUMNS if c not in index.columns]
+    if missing:
+        raise DataError(f"{p / 'index.parquet'}: missing columns {missing}")
+    if len(index) != len(faces):
+        raise DataError(f"{p}: index has {len(index)} rows but faces.npy has {len(faces)}")
+    meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
+    return FaceCache(p, faces, index.reset_index(drop=True), meta)
+
+
+def split_faces(cache: FaceCache, split_file: str | Path, split: str = "val") -> tuple[np.ndarray, pd.DataFrame]:
+    """The readable cached faces with a known age in one split, and their index rows.
+
+    Raises:
+        DataError: the split file is unusable (see :func:`read_split`) or selects no such face.
+    """
     mapping = read_split(split_file)
     index = cache.index
-    chosen = index[(index["key"].map(mapping) == split) & (index["status"] != "unreadable") & index["age"].notna()]
+    chosen = index[(index["key"].map(mapping) == split) & cache.readable & index["age"].notna()]
+    if chosen.empty:
+        raise DataError(f"{split_file}: no cached faces in split {split!r}")
     return np.asarray(cache.faces[chosen.index.to_numpy()]), chosen
 
 
@@ -139,7 +184,7 @@ def prepare_cache(
             "keys_sha256": hashlib.sha256("\n".join(table["key"]).encode()).hexdigest()}
     plan_file = out / "plan.json"
     if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
-        raise ValueError(f"{out}: holds a cache for other records or settings; choose another --out")
+        raise DataError(f"{out}: holds a cache for other records or settings; choose another --out")
     plan_file.write_text(json.dumps(plan))
     faces_path = out / "faces.npy"
     shape = (len(records), cfg.size, cfg.size, 3)
@@ -174,6 +219,6 @@ def prepare_cache(
     meta = {"size": cfg.size, "margin": cfg.margin, "template": cfg.template, "dataset": dataset,
             "count": len(index), "status_counts": {str(k): int(v) for k, v in counts.items()}}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
-    return FaceCache.open(out)
+    return load_cache(out)
 
 

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from facial_demographics.datasets.records import FEMALE, MALE, ReadResult, Record, Rejected
+from facial_demographics.datasets.errors import DataError
+from facial_demographics.datasets.records import ReadResult, Record, Rejected
+from facial_demographics.labels import FEMALE, MALE
 
 STRUCT_NAMES = ("wiki", "imdb")
 FIELDS = ("dob", "photo_taken", "full_path", "gender", "name", "face_score", "second_face_score")
@@ -50,15 +52,15 @@ def _struct(mat: dict[str, Any], mat_path: Path) -> tuple[str, Any]:
     names = [n for n in STRUCT_NAMES if n in mat]
     if not names:
         found = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{mat_path}: no 'wiki' or 'imdb' struct (found {found})")
+        raise DataError(f"{mat_path}: no 'wiki' or 'imdb' struct (found {found})")
     struct = mat[names[0]]
     while isinstance(struct, np.ndarray) and struct.dtype.names is None and struct.size == 1:
         struct = struct.flat[0]  # tolerate extra object nesting
     if not isinstance(struct, np.ndarray) or struct.dtype.names is None:
-        raise ValueError(f"{mat_path}: {names[0]!r} is not a MATLAB struct")
+        raise DataError(f"{mat_path}: {names[0]!r} is not a MATLAB struct")
     missing = [f for f in FIELDS if f not in struct.dtype.names]
     if missing:
-        raise ValueError(f"{mat_path}: struct {names[0]!r} lacks fields {missing}")
+        raise DataError(f"{mat_path}: struct {names[0]!r} lacks fields {missing}")
     return names[0], struct.flat[0]
 
 
@@ -106,7 +108,7 @@ def read_imdbwiki(
     try:
         mat = scipy.io.loadmat(str(mat_path))
     except Exception as exc:  # scipy's parser raises many kinds (IndexError on short junk, ...)
-        raise ValueError(f"{mat_path}: cannot read MATLAB file: {exc}") from exc
+        raise DataError(f"{mat_path}: cannot read MATLAB file: {exc}") from exc
     struct_name, struct = _struct(mat, mat_path)
     paths = [_as_str(v) for v in _column(struct, "full_path")]
     names = [_as_str(v) for v in _column(struct, "name")]
@@ -115,7 +117,7 @@ def read_imdbwiki(
     n = len(paths)
     lengths = {"full_path": n, "name": len(names), **{f: len(c) for f, c in numbers.items()}}
     if any(v != n for v in lengths.values()):
-        raise ValueError(f"{mat_path}: fields have different lengths {lengths}")
+        raise DataError(f"{mat_path}: fields have different lengths {lengths}")
 
     result = ReadResult(records=[], rejected=[], source=str(mat_path))
     seen: set[str] = set()

@@ -8,6 +8,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from facial_demographics.datasets.errors import DataError, DataNotFoundError
 from facial_demographics.datasets.imdbwiki import read_imdbwiki
 from facial_demographics.datasets.records import ReadResult
 from facial_demographics.datasets.table import TABLE_SUFFIXES, read_table
@@ -36,14 +37,14 @@ def _archive_names(path: Path) -> Iterable[str]:
                 if member.isfile():
                     yield member.name
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read archive: {exc}") from exc
+        raise DataError(f"{path}: cannot read archive: {exc}") from exc
 
 
 def detect_format(path: str | Path) -> str:
     """The reader a dataset path needs; ValueError naming the path when it cannot tell."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such dataset file or folder")
+        raise DataNotFoundError(f"{path}: no such dataset file or folder")
     suffix = path.suffix.lower()
     if path.is_file() and suffix == ".mat":
         return "imdbwiki"
@@ -52,13 +53,13 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if _has_utkface_names(p.name for p in path.rglob("*") if p.is_file()):
             return "utkface"
-        raise ValueError(f"{path}: folder holds no UTKFace-style names (age_gender_race_datetime.jpg); "
+        raise DataError(f"{path}: folder holds no UTKFace-style names (age_gender_race_datetime.jpg); "
                          f"pass a .mat or .csv/.parquet file, or format= one of {FORMATS}")
     if is_archive(path):
         if _has_utkface_names(_archive_names(path)):
             return "utkface"
-        raise ValueError(f"{path}: archive holds no UTKFace-style names (age_gender_race_datetime.jpg)")
-    raise ValueError(f"{path}: unknown dataset format (expected a UTKFace folder or .tar.gz, "
+        raise DataError(f"{path}: archive holds no UTKFace-style names (age_gender_race_datetime.jpg)")
+    raise DataError(f"{path}: unknown dataset format (expected a UTKFace folder or .tar.gz, "
                      f"an IMDB-WIKI .mat, or a .csv/.parquet table; or pass format= one of {FORMATS})")
 
 
@@ -68,5 +69,5 @@ def load_dataset(path: str | Path, format: str | None = None, **options: Any) ->
         format = detect_format(path)
     reader = _READERS.get(format)
     if reader is None:
-        raise ValueError(f"{path}: unknown format {format!r} (expected one of {FORMATS})")
+        raise DataError(f"{path}: unknown format {format!r} (expected one of {FORMATS})")
     return reader(path, **options)

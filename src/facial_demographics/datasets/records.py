@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Gender codes used everywhere in this project (UTKFace's convention).
-MALE, FEMALE = 0, 1
-GENDER_LABELS: tuple[str, str] = ("male", "female")
-#: UTKFace race codes.
+#: UTKFace race codes (gender codes and names are in :mod:`facial_demographics.labels`).
 RACE_LABELS: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
 
 

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from facial_demographics.datasets.imbalance import age_band_label
+from facial_demographics.datasets.errors import DataError, DataNotFoundError
 from facial_demographics.datasets.loader import load_dataset
-from facial_demographics.datasets.records import GENDER_LABELS, Record
+from facial_demographics.datasets.records import Record
+from facial_demographics.labels import GENDER_LABELS, age_band
 
 SPLITS = ("train", "val", "test")
 
@@ -32,8 +33,9 @@ class SplitPart:
 
 def stratum(record: Record) -> str:
     """``"<age band>/<gender>"``, e.g. ``"20-39/female"``; unknown parts read ``unknown``."""
+    band = "unknown" if record.age is None else age_band(record.age)
     gender = "unknown" if record.gender is None else GENDER_LABELS[record.gender]
-    return f"{age_band_label(record.age)}/{gender}"
+    return f"{band}/{gender}"
 
 
 def _unit_id(record: Record) -> str:
@@ -52,12 +54,12 @@ def make_split(records: Sequence[Record], *, val: float = 0.1, test: float = 0.1
     common one, so stratification is approximate for people photographed at many ages.
     """
     if not (0 <= val and 0 <= test and val + test < 1):
-        raise ValueError(f"val ({val}) and test ({test}) must be >= 0 and sum to less than 1")
+        raise DataError(f"val ({val}) and test ({test}) must be >= 0 and sum to less than 1")
     units: dict[str, list[Record]] = defaultdict(list)
     keys: set[str] = set()
     for r in records:
         if r.key in keys:
-            raise ValueError(f"duplicate record key {r.key!r}: keys must be unique to split")
+            raise DataError(f"duplicate record key {r.key!r}: keys must be unique to split")
         keys.add(r.key)
         units[_unit_id(r)].append(r)
 
@@ -99,27 +101,51 @@ def write_split(mapping: Mapping[str, str], path: str | Path) -> Path:
 
 
 def read_split(path: str | Path) -> dict[str, str]:
-    """Read a split CSV; a bad header, unknown split name or repeated key is a ValueError naming the row."""
+    """Read a split CSV (columns key,split; other columns are ignored).
+
+    The one split reader: training, evaluation, robustness and calibration all select faces with it, so
+    a split file is accepted or refused the same way everywhere.
+
+    Args:
+        path: the CSV file (UTF-8, a byte-order mark is allowed).
+
+    Returns:
+        key -> split name ("train", "val" or "test").
+
+    Raises:
+        DataNotFoundError: the file does not exist.
+        DataError: a bad header, an unknown split name or a repeated key; the message names the file,
+            the row and the key.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"{path}: split file not found")
     mapping: dict[str, str] = {}
-    with path.open(newline="", encoding="utf-8") as fh:
+    first_row: dict[str, int] = {}
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or not {"key", "split"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected columns key,split, found {reader.fieldnames}")
+            raise DataError(f"{path}: expected columns key,split, found {reader.fieldnames}")
         for number, row in enumerate(reader, start=1):
             key, split = row["key"], row["split"]
             if split not in SPLITS:
-                raise ValueError(f"{path}: row {number} ({key}): split {split!r} not one of {SPLITS}")
+                raise DataError(f"{path}: row {number} ({key}): split {split!r} not one of {SPLITS}")
+            # A repeated key is refused, not resolved: `data split` writes each key once, so a repeat
+            # comes from a hand edit or two files pasted together. If the rows disagree (train vs test),
+            # keeping either one could put test faces into training; even identical rows mean the file
+            # is not the one the user thinks. Naming file, row and key lets them fix it in a minute.
             if key in mapping:
-                raise ValueError(f"{path}: row {number}: key {key!r} repeated")
+                raise DataError(f"{path}: row {number}: key {key!r} repeated (first in row {first_row[key]}, "
+                                "each key may appear once)")
             mapping[key] = split
+            first_row[key] = number
     return mapping
 
 
 def apply_split(records: Sequence[Record], mapping: Mapping[str, str], name: str) -> SplitPart:
     """The records assigned to split ``name``; records the mapping lacks are reported in ``missing``."""
     if name not in SPLITS:
-        raise ValueError(f"unknown split {name!r} (expected one of {SPLITS})")
+        raise DataError(f"unknown split {name!r} (expected one of {SPLITS})")
     chosen = [r for r in records if mapping.get(r.key) == name]
     missing = [r.key for r in records if r.key not in mapping]
     return SplitPart(name, chosen, missing)

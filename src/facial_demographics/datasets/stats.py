@@ -16,9 +16,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from facial_demographics.datasets.imbalance import AGE_BANDS, age_band
-from facial_demographics.datasets.records import GENDER_LABELS, RACE_LABELS, ReadResult, Rejected
-from facial_demographics.types import AGE_GROUPS, age_group
+from facial_demographics.datasets.records import RACE_LABELS, ReadResult, Rejected
+from facial_demographics.labels import AGE_BANDS, AGE_GROUPS, GENDER_LABELS, age_band, age_group
 
 GENDER_KEYS = (*GENDER_LABELS, "unknown")
 #: Group columns with more distinct values than this (file names, ids) are not tabulated.
@@ -69,7 +68,7 @@ def compute_stats(result: ReadResult, *, age_range: tuple[float, float] = (21, 7
     lo, hi = age_range
     inside = sum(lo <= a <= hi for a in ages)
     buckets = Counter(age_group(a) for a in ages)
-    bands = Counter(AGE_BANDS[age_band(a)] for a in ages)
+    bands = Counter(age_band(a) for a in ages)
 
     group_values: dict[str, Counter[str]] = {}
     for r in records:

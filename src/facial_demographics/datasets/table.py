@@ -13,8 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from facial_demographics.datasets.records import FEMALE, MALE, ReadResult, Record, Rejected
+from facial_demographics.datasets.errors import DataError
+from facial_demographics.datasets.records import ReadResult, Record, Rejected
 from facial_demographics.datasets.utkface import MAX_AGE
+from facial_demographics.labels import FEMALE, MALE
 
 SOURCE = "table"
 _GENDER_WORDS = {"0": MALE, "1": FEMALE, "male": MALE, "m": MALE, "female": FEMALE, "f": FEMALE}
@@ -69,8 +71,8 @@ def _load(path: Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ValueError(f"{path}: cannot read table: {exc}") from exc
-    raise ValueError(f"{path}: not a table (expected .csv or .parquet)")
+        raise DataError(f"{path}: cannot read table: {exc}") from exc
+    raise DataError(f"{path}: not a table (expected .csv or .parquet)")
 
 
 def _group_value(value: Any) -> str | None:
@@ -104,10 +106,10 @@ def read_table(
     base = Path(root) if root is not None else path.parent
     frame = _load(path)
     if path_col not in frame.columns:
-        raise ValueError(f"{path}: no path column {path_col!r} (columns: {list(frame.columns)})")
+        raise DataError(f"{path}: no path column {path_col!r} (columns: {list(frame.columns)})")
     for col, required in ((age_col, require_age), (gender_col, require_gender)):
         if required and col not in frame.columns:
-            raise ValueError(f"{path}: no column {col!r} (columns: {list(frame.columns)}); "
+            raise DataError(f"{path}: no column {col!r} (columns: {list(frame.columns)}); "
                              f"name it with the column option or do not require it")
     label_cols = {path_col, age_col, gender_col, identity_col}
     group_cols = [str(c) for c in frame.columns if c not in label_cols]

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 
-from facial_demographics.datasets.records import FEMALE, MALE, RACE_LABELS, ReadResult, Record, Rejected
+from facial_demographics.datasets.errors import DataError, DataNotFoundError
+from facial_demographics.datasets.records import RACE_LABELS, ReadResult, Record, Rejected
+from facial_demographics.labels import FEMALE, MALE
 
 SOURCE = "utkface"
 #: Separator between an archive path and a member name in ``Record.path``.
@@ -188,10 +190,10 @@ def read_utkface(path: str | Path) -> UTKFaceResult:
         try:
             return _collect(_archive_items(root), str(root))
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ValueError(f"{root}: cannot read UTKFace archive: {exc}") from exc
+            raise DataError(f"{root}: cannot read UTKFace archive: {exc}") from exc
     if not root.exists():
-        raise FileNotFoundError(f"{root}: no such UTKFace folder or archive")
-    raise ValueError(f"{root}: not a UTKFace folder or .tar.gz archive")
+        raise DataNotFoundError(f"{root}: no such UTKFace folder or archive")
+    raise DataError(f"{root}: not a UTKFace folder or .tar.gz archive")
 
 
 def split_archive_path(record_path: str) -> tuple[str, str] | None:

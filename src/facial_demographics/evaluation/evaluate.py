@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from facial_demographics.datasets.records import GENDER_LABELS, Record
+from facial_demographics.datasets.errors import DataError
+from facial_demographics.datasets.records import Record
 from facial_demographics.errors import InvalidValueError
 from facial_demographics.evaluation.metrics import compute_metrics
 from facial_demographics.evaluation.report import ModelEvaluation, ReportContext, write_report
+from facial_demographics.labels import GENDER_LABELS
 from facial_demographics.model import ModelBundle
 from facial_demographics.progress import ProgressFactory, no_progress
 from facial_demographics.types import ImageResult
@@ -68,8 +70,6 @@ def select_records(dataset: Path, *, format: str | None = None, split: str = "te
     notes = [f"{len(records)} usable records"
              + (f" ({len(result.rejected)} rejected by the reader)" if result.rejected else "")]
     chosen_file = split_file if split_file is not None else default_split_file(fmt)
-    if split_file is not None and not split_file.is_file():
-        raise FileNotFoundError(f"{split_file}: split file not found")
     if chosen_file is None:
         notes.append(f"no split file given or found (looked for splits/{fmt}.csv): evaluating ALL records, "
                      "which may include training images")
@@ -80,7 +80,7 @@ def select_records(dataset: Path, *, format: str | None = None, split: str = "te
             notes.append(f"the default split file {chosen_file} names none of these images: "
                          "evaluating ALL records")
         elif not part.records:
-            raise InvalidValueError(f"{chosen_file}: no records of split {split!r} match this dataset "
+            raise DataError(f"{chosen_file}: no records of split {split!r} match this dataset "
                              f"({len(part.missing)} of {len(records)} keys are not in the split file)")
         else:
             records = part.records

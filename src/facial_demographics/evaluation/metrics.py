@@ -35,35 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from facial_demographics.types import AGE_GROUPS
+from facial_demographics.labels import AGE_BANDS, AGE_GROUPS, GENDER_LABELS, age_band, age_buckets
 
-GENDERS: tuple[str, str] = ("male", "female")
-#: True-age bands for the per-band breakdown: (label, lowest age, first age of the next band).
-AGE_BANDS: tuple[tuple[str, float, float], ...] = (
-    ("0-12", 0, 13),
-    ("13-19", 13, 20),
-    ("20-39", 20, 40),
-    ("40-59", 40, 60),
-    ("60-79", 60, 80),
-    ("80+", 80, math.inf),
-)
 #: Statuses that carry a prediction.
 PREDICTED = ("ok", "fallback")
 STATUSES = ("ok", "fallback", "no_face", "unreadable")
 ECE_BINS = 10
-
-
-def age_band(age: float) -> str:
-    """The AGE_BANDS label of a (true) age."""
-    for label, lo, hi in AGE_BANDS:
-        if lo <= age < hi:
-            return label
-    return AGE_BANDS[0][0] if age < 0 else AGE_BANDS[-1][0]
-
-
-def bucket5(ages: np.ndarray) -> np.ndarray:
-    """The seed report's 5-bucket index (age // 25, last bucket open-ended) of each age."""
-    return np.clip(np.floor(np.asarray(ages, dtype=float) / 25), 0, len(AGE_GROUPS) - 1).astype(int)
 
 
 def _num(value: float | np.floating | None) -> float | None:
@@ -159,20 +136,20 @@ def age_metrics(true: np.ndarray, pred: np.ndarray, low: np.ndarray, high: np.nd
         "cs1": _num((abs_err <= 1).mean()) if n else None,
         "cs5": _num((abs_err <= 5).mean()) if n else None,
         "cs10": _num((abs_err <= 10).mean()) if n else None,
-        "bucket5_accuracy": _num((bucket5(true) == bucket5(pred)).mean()) if n else None,
-        "bucket5_confusion": confusion(bucket5(true), bucket5(pred), len(AGE_GROUPS)),
+        "bucket5_accuracy": _num((age_buckets(true) == age_buckets(pred)).mean()) if n else None,
+        "bucket5_confusion": confusion(age_buckets(true), age_buckets(pred), len(AGE_GROUPS)),
         "interval_coverage": _num(covered[has_interval].mean()) if has_interval.any() else None,
     }
 
 
 def gender_metrics(true: Sequence[str], pred: Sequence[str], p_female: np.ndarray) -> dict[str, Any]:
     """Accuracy, per-class recall, ROC-AUC (female positive), 2x2 confusion and ECE of P(female)."""
-    t = np.array([GENDERS.index(g) for g in true], dtype=int)
-    p = np.array([GENDERS.index(g) for g in pred], dtype=int)
+    t = np.array([GENDER_LABELS.index(g) for g in true], dtype=int)
+    p = np.array([GENDER_LABELS.index(g) for g in pred], dtype=int)
     pf = np.asarray(p_female, dtype=float)
     n = len(t)
     ece, bins = reliability(t == 1, pf)
-    recall = {g: (_num((p[t == i] == i).mean()) if (t == i).any() else None) for i, g in enumerate(GENDERS)}
+    recall = {g: (_num((p[t == i] == i).mean()) if (t == i).any() else None) for i, g in enumerate(GENDER_LABELS)}
     return {
         "n_gender": n,
         "gender_accuracy": _num((t == p).mean()) if n else None,
@@ -184,18 +161,20 @@ def gender_metrics(true: Sequence[str], pred: Sequence[str], p_female: np.ndarra
     }
 
 
-def _age_rows(df: pd.DataFrame) -> pd.DataFrame:
+def age_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows age metrics use: a prediction, a known true age and a predicted age."""
     return df[df["status"].isin(PREDICTED) & df["true_age"].notna() & df["pred_age"].notna()]
 
 
-def _gender_rows(df: pd.DataFrame) -> pd.DataFrame:
-    known = df["true_gender"].isin(GENDERS) & df["pred_gender"].isin(GENDERS)
+def gender_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows gender metrics use: a prediction, and a known true and predicted gender."""
+    known = df["true_gender"].isin(GENDER_LABELS) & df["pred_gender"].isin(GENDER_LABELS)
     return df[df["status"].isin(PREDICTED) & known]
 
 
 def summarize(df: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """All age and gender metrics for one set of rows (the whole set or one group)."""
-    a, g = _age_rows(df), _gender_rows(df)
+    a, g = age_rows(df), gender_rows(df)
     out = age_metrics(a["true_age"].to_numpy(), a["pred_age"].to_numpy(), a["age_low"].to_numpy(),
                       a["age_high"].to_numpy(), n_resamples=n_resamples, seed=seed)
     out.update(gender_metrics(list(g["true_gender"]), list(g["pred_gender"]), g["p_female"].to_numpy()))
@@ -207,10 +186,10 @@ BAND_KEYS = ("mae", "bias", "rmse", "cs5", "interval_coverage")
 
 def by_age_band(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per true-age band: n, MAE, signed bias (mean predicted - true), RMSE, CS@5, interval coverage."""
-    a = _age_rows(df)
+    a = age_rows(df)
     bands = a["true_age"].map(age_band)
     out: dict[str, dict[str, Any]] = {}
-    for label, _, _ in AGE_BANDS:
+    for label in AGE_BANDS:
         rows = a[bands == label]
         m = age_metrics(rows["true_age"].to_numpy(), rows["pred_age"].to_numpy(), rows["age_low"].to_numpy(),
                         rows["age_high"].to_numpy(), n_resamples=0)

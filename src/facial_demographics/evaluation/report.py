@@ -20,8 +20,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from facial_demographics.evaluation.metrics import AGE_BANDS, GENDERS, PREDICTED
-from facial_demographics.types import AGE_GROUPS
+from facial_demographics.evaluation.metrics import age_rows, gender_rows
+from facial_demographics.labels import AGE_BANDS, AGE_GROUPS, GENDER_LABELS
 
 THUMB = 128
 #: Colour per model in plots that compare models; also the first model's colour everywhere.
@@ -64,12 +64,8 @@ def _figure(width: float = 5.2, height: float = 3.8) -> Figure:
     return fig
 
 
-def _age_rows(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"].isin(PREDICTED) & df["true_age"].notna() & df["pred_age"].notna()]
-
-
 def plot_scatter(df: pd.DataFrame) -> str:
-    rows = _age_rows(df)
+    rows = age_rows(df)
     fig = _figure()
     ax = fig.add_subplot()
     top = float(max(rows["true_age"].max(), rows["pred_age"].max(), 1)) if len(rows) else 100.0
@@ -83,7 +79,7 @@ def plot_scatter(df: pd.DataFrame) -> str:
 
 
 def plot_error_vs_age(df: pd.DataFrame) -> str:
-    rows = _age_rows(df)
+    rows = age_rows(df)
     err = rows["pred_age"] - rows["true_age"]
     fig = _figure()
     ax = fig.add_subplot()
@@ -100,7 +96,7 @@ def plot_error_vs_age(df: pd.DataFrame) -> str:
 
 
 def plot_band_bars(by_band: dict[str, dict[str, Any]]) -> str:
-    labels = [b[0] for b in AGE_BANDS]
+    labels = list(AGE_BANDS)
     mae = [by_band[b]["mae"] or 0 for b in labels]
     bias = [by_band[b]["bias"] or 0 for b in labels]
     x = np.arange(len(labels))
@@ -154,7 +150,7 @@ def plot_reliability(bins: list[dict[str, Any]], ece: float | None) -> str:
 
 
 def plot_coverage(by_band: dict[str, dict[str, Any]], overall: float | None, level: float | None) -> str:
-    labels = [b[0] for b in AGE_BANDS]
+    labels = list(AGE_BANDS)
     cov = [by_band[b]["interval_coverage"] or 0 for b in labels]
     fig = _figure()
     ax = fig.add_subplot()
@@ -217,9 +213,9 @@ def thumbnail(path: str, box: Box | None,
 
 def worst_cases(df: pd.DataFrame, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``n`` largest absolute age errors and the ``n`` most confident gender misses."""
-    rows = _age_rows(df).assign(abs_error=lambda d: (d["pred_age"] - d["true_age"]).abs())
+    rows = age_rows(df).assign(abs_error=lambda d: (d["pred_age"] - d["true_age"]).abs())
     age = rows.sort_values("abs_error", ascending=False, kind="stable").head(n)
-    g = df[df["status"].isin(PREDICTED) & df["true_gender"].isin(GENDERS) & df["pred_gender"].isin(GENDERS)]
+    g = gender_rows(df)
     miss = g[g["true_gender"] != g["pred_gender"]]
     miss = miss.assign(confidence=(miss["p_female"] - 0.5).abs()).sort_values(
         "confidence", ascending=False, kind="stable").head(n)
@@ -356,7 +352,7 @@ def _model_section(e: ModelEvaluation, ctx: ReportContext, gallery_size: int,
         _img(plot_error_vs_age(df), "error versus age"),
         _img(plot_band_bars(m["by_age_band"]), "MAE and bias per band"),
         _img(plot_heatmap(m["bucket5_confusion"], AGE_GROUPS, "5-bucket age confusion"), "age confusion"),
-        _img(plot_heatmap(m["gender_confusion"], GENDERS, "Gender confusion"), "gender confusion"),
+        _img(plot_heatmap(m["gender_confusion"], GENDER_LABELS, "Gender confusion"), "gender confusion"),
         _img(plot_reliability(m["gender_reliability"], m["gender_ece"]), "reliability diagram"),
         _img(plot_coverage(m["by_age_band"], m["interval_coverage"], ctx.interval_level), "coverage"),
     ]

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..datasets.cache import FaceCache, split_faces
+from ..datasets.cache import load_cache, split_faces
 from ..errors import InvalidValueError
 from ..model import AgeGenderModel
 
@@ -205,16 +205,15 @@ def run_robustness(models: Sequence[Path | None], cache_dir: Path, split_file: P
         progress: called with the perturbation being measured.
 
     Raises:
-        InvalidValueError: no faces in the split, or a model of another input size.
+        DataError: no cached faces in the split.
+        InvalidValueError: a model of another input size.
     """
-    cache = FaceCache.open(cache_dir)
-    faces, index = split_faces(cache, split_file, split)
-    if len(faces) == 0:
-        raise InvalidValueError(f"{split_file}: no cached faces in split {split!r}")
+    cache = load_cache(cache_dir)
+    faces, index = split_faces(cache, split_file, split)  # DataError when the split selects nothing
     if limit is not None and limit < len(faces):
         pick = np.sort(np.random.default_rng(0).choice(len(faces), limit, replace=False))
         faces, index = faces[pick], index.iloc[pick]
-    loaded = _models_for(models, int(cache.meta["size"]))
+    loaded = _models_for(models, cache.size)
     ages = index["age"].to_numpy(dtype=np.float64)
     genders = index["gender"].to_numpy(dtype=np.float64)  # 0 male, 1 female, NaN unknown
     rows = robustness(loaded, faces, ages, genders, progress=progress)

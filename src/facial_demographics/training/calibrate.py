@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets.cache import FaceCache, split_faces
+from ..datasets.cache import load_cache, split_faces
 from ..errors import InvalidValueError
 from ..manifest import AgeHead
 from ..model import AgeGenderModel, ModelBundle, write_bundle
@@ -42,13 +42,10 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path, *, spl
     head = bundle.spec.age
     if head.type not in ("distribution", "buckets"):
         raise InvalidValueError(f"{bundle_dir}: a {head.type} age head has no distribution to calibrate")
-    cache = FaceCache.open(cache_dir)
-    if int(cache.meta["size"]) != bundle.input_size:
-        raise InvalidValueError(
-            f"{cache_dir}: faces are {cache.meta['size']} px, the model takes {bundle.input_size} px")
+    cache = load_cache(cache_dir)
+    if cache.size != bundle.input_size:
+        raise InvalidValueError(f"{cache_dir}: faces are {cache.size} px, the model takes {bundle.input_size} px")
     faces, rows = split_faces(cache, split_file, split)
-    if len(faces) == 0:
-        raise InvalidValueError(f"{split_file}: no cached faces in split {split!r}")
     model = AgeGenderModel(bundle, interval=target)
     logits = np.concatenate([model.raw(faces[i : i + batch_size])[head.output]
                              for i in range(0, len(faces), batch_size)])

@@ -1,5 +1,6 @@
 """Training data from the aligned-face cache: split selection, label filters, class weights, batching and
-batch-level augmentation (kornia).
+batch-level augmentation (kornia). The cache and split files are read by the data layer's one reader each
+(``datasets.cache.load_cache``, ``datasets.splits.read_split``), the labels' rules come from ``labels``.
 
 Preprocessing contract (shared with export and inference): the model gets the aligned face at
 ``input_size`` as float32 NCHW RGB in [0, 255]. Inference aligns directly to ``input_size`` with the cache's
@@ -10,12 +11,9 @@ faces get the augmentation on the S-sized crop first and the same resize after.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,48 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..types import AGE_GROUPS
+from ..datasets.cache import FaceCache
+from ..datasets.errors import DataError
+from ..datasets.splits import read_split
+from ..labels import AGE_GROUPS, age_buckets, gender_codes
 from .config import AugmentConfig, RunConfig
-
-REQUIRED_COLUMNS = ("key", "age", "gender", "status")
-
-
-class DataError(ValueError):
-    """The cache or split file is missing, malformed or selects no usable faces."""
-
-
-@dataclass
-class FaceCache:
-    """An aligned-face cache: ``faces[i]`` is the uint8 (S, S, 3) RGB crop of ``index.iloc[i]``."""
-
-    path: Path
-    faces: np.ndarray
-    index: pd.DataFrame
-    meta: dict[str, Any]
-
-    @property
-    def size(self) -> int:
-        return int(self.faces.shape[1])
-
-
-def load_cache(path: str | Path) -> FaceCache:
-    """Open a cache directory (faces memory-mapped); raises DataError naming the missing or bad part."""
-    p = Path(path)
-    for name in ("faces.npy", "index.parquet", "meta.json"):
-        if not (p / name).is_file():
-            raise DataError(f"{p}: not an aligned-face cache ({name} missing); run 'facial-demographics data "
-                            "prepare' first or pass --cache")
-    faces = np.load(p / "faces.npy", mmap_mode="r")
-    if faces.ndim != 4 or faces.shape[3] != 3 or faces.shape[1] != faces.shape[2] or faces.dtype != np.uint8:
-        raise DataError(f"{p / 'faces.npy'}: expected uint8 (N, S, S, 3), got {faces.dtype} {faces.shape}")
-    index = pd.read_parquet(p / "index.parquet")
-    missing = [c for c in REQUIRED_COLUMNS if c not in index.columns]
-    if missing:
-        raise DataError(f"{p / 'index.parquet'}: missing columns {missing}")
-    if len(index) != len(faces):
-        raise DataError(f"{p}: index has {len(index)} rows but faces.npy has {len(faces)}")
-    meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
-    return FaceCache(p, faces, index.reset_index(drop=True), meta)
 
 
 def _hash_split(keys: pd.Series, seed: int) -> pd.Series:
@@ -74,20 +35,18 @@ def _hash_split(keys: pd.Series, seed: int) -> pd.Series:
 
 
 def split_rows(cache: FaceCache, cfg: RunConfig, split: str) -> np.ndarray:
-    """Cache row numbers of one split after dropping unreadable faces and applying the label filters."""
+    """Cache row numbers of one split after dropping unreadable faces and applying the label filters.
+
+    Raises:
+        DataError: the split file is missing or unusable (see ``read_split``), or no face is left.
+    """
     idx = cache.index
-    usable = idx["status"] != "unreadable"
+    keys = idx["key"].astype(str)
     if cfg.data.split:
-        split_path = Path(cfg.data.split)
-        if not split_path.is_file():
-            raise DataError(f"{split_path}: split file not found (data.split or --split)")
-        table = pd.read_csv(split_path, dtype={"key": str, "split": str})
-        if not {"key", "split"} <= set(table.columns):
-            raise DataError(f"{split_path}: expected columns key,split")
-        assignment = idx["key"].astype(str).map(table.drop_duplicates("key").set_index("key")["split"])
+        assignment = keys.map(read_split(cfg.data.split))
     else:
-        assignment = _hash_split(idx["key"].astype(str), cfg.train.seed)
-    mask = usable & (assignment == split)
+        assignment = _hash_split(keys, cfg.train.seed)
+    mask = cache.readable & (assignment == split)
     age = idx["age"].astype(float)
     gender = idx["gender"].astype(float)
     if cfg.data.age_range is not None:
@@ -100,14 +59,6 @@ def split_rows(cache: FaceCache, cfg: RunConfig, split: str) -> np.ndarray:
         raise DataError(f"{cache.path}: no usable faces in split '{split}' (check the split file, its keys "
                         "and data.age_range)")
     return rows
-
-
-def age_buckets(ages: np.ndarray) -> np.ndarray:
-    """The seed report's 25-year buckets (age // 25, the last open-ended); -1 for unknown ages."""
-    out = np.full(len(ages), -1, dtype=np.int64)
-    ok = ~np.isnan(ages)
-    out[ok] = np.clip(ages[ok] // 25, 0, len(AGE_GROUPS) - 1).astype(np.int64)
-    return out
 
 
 def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -137,8 +88,7 @@ class FaceBatches:
         self.shuffle, self.seed, self.balanced, self.limit_batches = shuffle, seed, balanced, limit_batches
         idx = cache.index.iloc[rows]
         self.ages = idx["age"].astype(float).to_numpy()
-        gender = idx["gender"].astype(float).to_numpy()
-        self.genders = np.where(np.isnan(gender), -1, np.nan_to_num(gender)).astype(np.int64)
+        self.genders = gender_codes(idx["gender"].astype(float).to_numpy())
         self.buckets = age_buckets(self.ages)
         self.sample_weight = np.ones(len(rows))
         if age_weights is not None:

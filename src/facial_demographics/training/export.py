@@ -19,11 +19,13 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..alignment import AlignmentConfig
+from ..datasets.cache import load_cache
+from ..labels import AGE_BUCKET_EDGES, GENDER_LABELS
 from ..manifest import FORMAT_VERSION, AgeHead, GenderHead, InputSpec, alignment_section
 from ..model import write_bundle
 from .checkpoint import Checkpoint
 from .config import RunConfig, config_from_dict
-from .data import load_cache, split_rows, to_input
+from .data import split_rows, to_input
 from .losses import expected_age
 from .models import AgeGenderNet, HeadSpec, build_model, head_spec
 from .validate import predict_logits
@@ -31,7 +33,6 @@ from .validate import predict_logits
 LICENSE = ("Weights trained on UTKFace / IMDB-WIKI: non-commercial research use only (dataset terms); "
            "EfficientNet-Lite0 ImageNet initialisation: Apache-2.0")
 INTERVALS = (0.5, 0.8, 0.9, 0.95)
-BUCKET_EDGES = (0.0, 25.0, 50.0, 75.0, 100.0, 120.0)  # the last bucket is open-ended; 120 closes it
 
 
 @dataclass
@@ -90,7 +91,7 @@ def _with_cache(cfg: RunConfig, cache: Path) -> RunConfig:
 def age_head(spec: HeadSpec, residuals: np.ndarray | None) -> AgeHead:
     """The bundle's age head for a training head spec (regression intervals from ``residuals``)."""
     if spec.age_type == "buckets5":
-        return AgeHead("age_logits", "buckets", values=tuple(spec.age_values), edges=BUCKET_EDGES)
+        return AgeHead("age_logits", "buckets", values=tuple(spec.age_values), edges=AGE_BUCKET_EDGES)
     if spec.age_type == "regression":
         quantiles: dict[str, float] = {}
         if residuals is not None and len(residuals):
@@ -130,7 +131,7 @@ def build_manifest(cfg: RunConfig, ckpt: Checkpoint, spec: HeadSpec,
                                                        template=meta.get("template", "utkface5"))),
         "heads": {
             "age": age_head(spec, residuals).to_dict(),
-            "gender": GenderHead("gender_logits", ("male", "female")).to_dict() if spec.gender else None,
+            "gender": GenderHead("gender_logits", GENDER_LABELS).to_dict() if spec.gender else None,
         },
         "training": {
             "config": cfg.name, "description": cfg.description, "model": cfg.model.name,

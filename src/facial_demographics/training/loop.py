@@ -23,20 +23,12 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from ..types import AGE_GROUPS
+from ..datasets.cache import FaceCache, load_cache
+from ..labels import AGE_GROUPS, age_buckets, gender_codes
 from .checkpoint import Best, Checkpoint, CheckpointSaver, atomic_write_text, rng_state, seed_everything, set_rng_state
 from .config import SELECT_METRICS, RoundConfig, RunConfig
 from .curves import plot_curves, write_metrics
-from .data import (
-    Augment,
-    FaceBatches,
-    FaceCache,
-    age_buckets,
-    balanced_weights,
-    load_cache,
-    split_rows,
-    train_input,
-)
+from .data import Augment, FaceBatches, balanced_weights, split_rows, train_input
 from .losses import MultiTaskLoss
 from .models import AgeGenderNet, build_model, count_parameters, head_spec
 from .optim import make_ema, make_optimizer, make_scheduler
@@ -113,8 +105,7 @@ def _setup_data(cfg: RunConfig, log: Log) -> _Setup:
         else:
             age_w = w
         if cfg.heads.gender:
-            g = idx["gender"].astype(float).to_numpy()
-            g_labels = np.where(np.isnan(g), -1, np.nan_to_num(g)).astype(int)
+            g_labels = gender_codes(idx["gender"].astype(float).to_numpy())
             gender_w = torch.tensor(balanced_weights(g_labels, 2), dtype=torch.float32)
         log(f"class weights: age buckets {np.round(w, 3).tolist()}"
             + (f", gender {np.round(gender_w.numpy(), 3).tolist()}" if gender_w is not None else ""))

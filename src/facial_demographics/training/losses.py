@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..labels import AGE_BUCKET_AGES, age_bucket
 from .config import LossConfig
 from .data import Labels
-from .models import BUCKET_AGES, HeadSpec
+from .models import HeadSpec
 
 
 @dataclass
@@ -37,7 +38,7 @@ def expected_age(logits: Tensor, spec: HeadSpec) -> Tensor:
     if spec.age_type == "regression":
         return logits[:, 0]
     if spec.age_type == "buckets5":
-        return torch.tensor(BUCKET_AGES, device=logits.device)[logits.argmax(1)]
+        return torch.tensor(AGE_BUCKET_AGES, device=logits.device)[logits.argmax(1)]
     grid = torch.arange(logits.shape[1], dtype=logits.dtype, device=logits.device)
     return (logits.softmax(1) * grid).sum(1)
 
@@ -56,7 +57,7 @@ def age_loss(logits: Tensor, ages: Tensor, weight: Tensor, spec: HeadSpec, cfg: 
     if spec.age_type == "regression":
         return _weighted_mean((logits[:, 0] - ages).abs(), weight)  # MAE, the report's loss
     if spec.age_type == "buckets5":
-        buckets = (ages // 25).clamp(0, 4).long()
+        buckets = age_bucket(ages).long()
         # With class weights this is sum(w[y] * CE) / sum(w[y]), i.e. Keras' class_weight up to a constant.
         return F.cross_entropy(logits, buckets, weight=bucket_weights, label_smoothing=cfg.label_smoothing)
     log_p = logits.log_softmax(1)

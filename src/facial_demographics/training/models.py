@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..labels import AGE_BUCKET_AGES
 from .config import RunConfig
 
 # EfficientNet-Lite0 stages: (repeats, kernel, stride, expand ratio, in channels, out channels).
@@ -26,7 +27,6 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 LITE0_FEATURES = 1280
-BUCKET_AGES = (12.0, 37.0, 62.0, 87.0, 105.0)  # representative ages of the five 25-year buckets
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -186,7 +186,7 @@ class HeadSpec:
     def age_values(self) -> list[float]:
         """What each age output stands for (ages, bucket representatives; empty for regression)."""
         if self.age_type == "buckets5":
-            return list(BUCKET_AGES)
+            return list(AGE_BUCKET_AGES)
         if self.age_type == "regression":
             return []
         return [float(a) for a in range(self.age_outputs)]

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 from torch.optim.swa_utils import AveragedModel
 
-from .data import FaceBatches, age_buckets, to_input
+from ..labels import age_buckets
+from .data import FaceBatches, to_input
 from .losses import MultiTaskLoss, expected_age
 from .models import AgeGenderNet, HeadSpec
 
