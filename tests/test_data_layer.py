@@ -16,7 +16,7 @@ from facial_demographics.datasets.errors import DataError, DataNotFoundError
 from facial_demographics.datasets.splits import read_split
 from facial_demographics.errors import UserError
 from facial_demographics.evaluation.evaluate import select_records
-from facial_demographics.evaluation.robustness import robustness_command
+from facial_demographics.evaluation.robustness import run_robustness
 from facial_demographics.training.calibrate import calibrate_bundle
 from facial_demographics.training.config import RunConfig, config_from_dict, load_config
 from facial_demographics.training.data import split_rows
@@ -52,7 +52,7 @@ def test_a_repeated_key_is_refused_by_every_command(tmp_path: Path, tiny_bundle:
     with pytest.raises(DataError, match=message):
         select_records(_utk_folder(tmp_path / "utk"), split_file=repeated)
     with pytest.raises(DataError, match=message):
-        robustness_command([None], cache, repeated, "val", None, None)
+        run_robustness([None], cache, repeated, "val", None, None)
     with pytest.raises(DataError, match=message):
         calibrate_bundle(copy_bundle(tiny_bundle, tmp_path / "bundle"), cache, repeated)
     # The file without the repeat trains, and is read the same way by every command.
