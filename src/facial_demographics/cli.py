@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -180,9 +181,15 @@ def _progress(total: int, what: str = "images") -> Iterator[Callable[[int], None
     yield advance
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 def analyze(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="Image files, folders or glob patterns (--engine ray: also object-store URIs).")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Scan folders recursively.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")] = None,
@@ -192,17 +199,40 @@ def analyze(
         "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
     model: ModelOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 32,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="ONNX Runtime threads (--engine ray: CPUs per actor, default 1).")] = None,
+    # -- issue 18: the Ray engine (body in distributed/command.py) --------------------------------------
+    paths_from: Annotated[list[str] | None, typer.Option(
+        "--paths-from", help="A text file (or URI) naming one input per line; repeatable.")] = None,
+    engine: Annotated[Engine, typer.Option("--engine", help="local, or ray: a Ray cluster (Ray Data).")] = Engine.local,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="--engine ray: the cluster (auto, HOST:PORT); default: a new local Ray instance.")] = None,
+    actors: Annotated[int | None, typer.Option(
+        "--actors", min=1, help="--engine ray: analyser actors (default: the cluster's CPUs / --threads).")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="--engine ray: skip inputs whose results -o already holds (--no-resume starts over).")] = True,
 ) -> None:
     """Estimate age and gender for every face in the given images.
 
     Results are written as each image finishes (jsonl and csv line by line), so Ctrl-C keeps them.
     Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output),
     2 for bad usage (including an unusable -o or model), 130 when interrupted.
+    With --engine ray (the 'distributed' extra) the images are analysed on a Ray cluster and written as
+    --format jsonl or parquet (a folder); re-running the same command resumes where it stopped.
     """
     from .output import ResultWriter, check_output, open_output
     from .pipeline import FaceAnalyzer
 
+    if engine is Engine.ray:
+        _analyze_on_ray(paths or [], paths_from or [], output, fmt, recursive, annotate, model, cropped, batch_size,
+                        threads, address, actors, resume)
+    if fmt is OutputFormat.parquet:
+        err.print("[red]--format parquet is written by --engine ray only[/red]")
+        raise typer.Exit(2)
+    with _user_errors():
+        from .distributed.sources import read_path_list
+
+        paths = [*(paths or []), *(line for source in paths_from or [] for line in read_path_list(source))]
     scan = expand_inputs(paths, recursive)
     inputs = scan.paths
     for folder in scan.nested:
@@ -252,6 +282,22 @@ def _analyze_into(
             if not result.ok:
                 run.unreadable += 1
                 err.print(f"[yellow]{result.path}: {result.error}[/yellow]")
+
+
+def _analyze_on_ray(paths: list[str], paths_from: list[str], output: Path | None, fmt: OutputFormat,
+                    recursive: bool, annotate: Path | None, model: Path | None, cropped: bool, batch_size: int,
+                    threads: int | None, address: str | None, actors: int | None, resume: bool) -> None:
+    """``analyze --engine ray``: always exits (issue 18; the body is distributed/command.py)."""
+    from .distributed.command import RayCommand, analyze_ray_command, ray_spec
+
+    if annotate is not None:
+        err.print("[red]--annotate is not available with --engine ray[/red]")
+        raise typer.Exit(2)
+    with _user_errors():
+        code = analyze_ray_command(paths, paths_from, output, fmt.value, recursive,
+                                   ray_spec(model, cropped, batch_size, threads),
+                                   RayCommand(address, actors, threads or 1, resume), err)
+    raise typer.Exit(code)
 
 
 SAMPLE_PHOTO = Path(__file__).parent / "samples" / "astronaut.png"
@@ -517,6 +563,9 @@ def train(
     cache: Annotated[Path | None, typer.Option("--cache", help="Override the aligned-face cache.")] = None,
     split: Annotated[Path | None, typer.Option("--split", help="Override the split CSV.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help=(
+        "Processes on this machine (DistributedDataParallel: gloo on CPU, NCCL on GPUs); "
+        "train.batch_size stays the global batch. For several machines use torchrun."))] = 1,
 ) -> None:
     """Train a model from a TOML config: checkpoints every epoch, metrics CSV/JSON, learning curves."""
     _need_extra("train")
@@ -524,7 +573,7 @@ def train(
 
     with _user_errors():
         train_command(config, resume=resume, lr=lr, epochs=epochs, out=out, cache=cache, split=split,
-                      max_steps=max_steps)
+                      max_steps=max_steps, nproc=nproc)
 
 
 @app.command()

@@ -14,12 +14,12 @@ __all__ = ["train_command", "export_command"]
 
 def train_command(config: Path | None, resume: Path | None = None, lr: float | None = None,
                   epochs: int | None = None, out: Path | None = None, cache: Path | None = None,
-                  split: Path | None = None, max_steps: int | None = None) -> Any:
+                  split: Path | None = None, max_steps: int | None = None, nproc: int = 1) -> Any:
     """See :func:`facial_demographics.training.cli.train_command`."""
     from .cli import train_command as run
 
     return run(config, resume=resume, lr=lr, epochs=epochs, out=out, cache=cache, split=split,
-               max_steps=max_steps)
+               max_steps=max_steps, nproc=nproc)
 
 
 def export_command(ckpt: Path, out: Path, cache: Path | None = None, opset: int = 17) -> Path:

@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..types import AGE_GROUPS
+from . import distributed as ddp_hooks  # DDP hooks (training/distributed.py): identity in one process
 from .config import SELECT_METRICS, RoundConfig, RunConfig, config_from_dict
 from .data import (
     Augment,
@@ -60,6 +61,20 @@ class EpochState:
     global_step: int
     metrics: dict[str, float]
     run_dir: Path
+
+
+@dataclass
+class StepState:
+    """One optimiser step, with the global batch's mean losses (for a per-step loss curve)."""
+
+    round_name: str
+    epoch: int  # the epoch in progress, from 1
+    global_step: int
+    lr: float
+    loss: float
+    age_loss: float
+    gender_loss: float
+    images: int
 
 
 @dataclass
@@ -326,9 +341,11 @@ def run_dir_of(checkpoint: Path) -> Path:
 
 def train(cfg: RunConfig, out: Path, resume: Path | None = None, max_steps: int | None = None,
           on_epoch_end: Callable[[EpochState], None] | None = None, log: Log = _print,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, on_step: Callable[[StepState], None] | None = None) -> TrainResult:
     """Train every round of ``cfg`` into ``out`` (or continue from ``resume``, a ``last.pt``)."""
-    torch.set_num_threads(cfg.train.threads)
+    ddp = ddp_hooks.current()  # DDP hook
+    log, progress = ddp.log(log), progress and ddp.is_main  # DDP hook: rank 0 logs
+    torch.set_num_threads(ddp.threads(cfg.train.threads))  # DDP hook: the node's threads shared by its ranks
     plan = cfg.round_plan()
     start_round, ckpt = 0, None
     if resume is not None:
@@ -337,8 +354,10 @@ def train(cfg: RunConfig, out: Path, resume: Path | None = None, max_steps: int 
         if ckpt["epoch"] >= int(plan[start_round].epochs or 0) and start_round + 1 < len(plan):
             start_round, ckpt = start_round + 1, None  # that round had finished: go on with the next one
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    if ddp.is_main:  # DDP hook
+        _atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     setup = _setup_data(cfg, log)
+    setup.train = ddp.shard(setup.train)  # DDP hook: this rank's slice of every global batch
     history: list[dict[str, Any]] = []
     if resume is not None:
         history = list(load_checkpoint(resume).get("history", []))
@@ -347,10 +366,11 @@ def train(cfg: RunConfig, out: Path, resume: Path | None = None, max_steps: int 
         init = None
         if r > 0 and ckpt is None:
             prev = _round_dir(out, plan, r - 1) / f"{plan[r].init_from}.pt"
+            ddp.barrier()  # DDP hook: rank 0 has finished writing it
             init = load_checkpoint(prev)
             log(f"round {plan[r].name}: starting from {prev} (epoch {init['epoch']})")
         result = _train_round(cfg, plan, r, _round_dir(out, plan, r), setup, history, ckpt, init, max_steps,
-                              on_epoch_end, log, progress)
+                              on_epoch_end, log, progress, on_step)
         history = result.history
         ckpt = None
         if max_steps is not None and history and history[-1]["global_step"] >= max_steps:
@@ -363,7 +383,7 @@ def train(cfg: RunConfig, out: Path, resume: Path | None = None, max_steps: int 
 def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path, setup: _Setup,
                  history: list[dict[str, Any]], ckpt: dict[str, Any] | None, init: dict[str, Any] | None,
                  max_steps: int | None, on_epoch_end: Callable[[EpochState], None] | None, log: Log,
-                 progress: bool) -> TrainResult:
+                 progress: bool, on_step: Callable[[StepState], None] | None = None) -> TrainResult:
     rnd = plan[r]
     epochs, lr = int(rnd.epochs or cfg.train.epochs), float(rnd.lr or cfg.optim.lr)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -383,6 +403,11 @@ def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path,
         model.load_state_dict(init["ema_model"] if init.get("ema_model") else init["model"])
     memory = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory)  # type: ignore[call-overload]
+    ddp = ddp_hooks.current()  # DDP hook
+    if fresh:
+        ddp.seed_rank(cfg.train.seed + r)  # DDP hook: ranks > 0 get their own augmentation stream
+    model = ddp.place(model)  # DDP hook: this rank's device
+    net = ddp.wrap(model)  # DDP hook: the training step runs through DDP; model stays the plain module
     steps_per_epoch = len(setup.train)
     total_steps = epochs * steps_per_epoch
     if max_steps is not None:
@@ -397,7 +422,7 @@ def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path,
         sched.load_state_dict(ckpt["scheduler"])
         if ema is not None and ckpt.get("ema") is not None:
             ema.load_state_dict(ckpt["ema"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ddp.own_rng(ckpt["rng"]))  # DDP hook: each rank's own RNG stream
         start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
         best, best_epoch = ckpt["best"]["value"], int(ckpt["best"]["epoch"])
         log(f"resumed {rnd.name} at epoch {start_epoch + 1}/{epochs}, step {global_step}, "
@@ -420,7 +445,7 @@ def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path,
                    desc=f"{rnd.name} epoch {epoch + 1}/{epochs}", dynamic_ncols=True)
         for faces, labels in bar:
             x = train_input(faces, setup.augment, cfg.data.input_size, cfg.train.channels_last)
-            age_logits, gender_logits = model(x)
+            age_logits, gender_logits = net(x)  # DDP hook: net, not model
             parts = setup.loss(age_logits, gender_logits, labels)
             opt.zero_grad(set_to_none=True)
             parts.total.backward()
@@ -432,15 +457,21 @@ def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path,
                 ema.update_parameters(model)
             global_step += 1
             n = len(faces)
-            sums += n * np.array([parts.total.item(), parts.age.item(), parts.gender.item()])
-            seen += n
+            # DDP hook: the global batch's loss sums and size (the identity in one process)
+            step = ddp.reduce_sums(np.array([n * parts.total.item(), n * parts.age.item(), n * parts.gender.item(), n]))
+            sums += step[:3]
+            seen += int(step[3])
+            if on_step is not None:
+                mean = step[:3] / step[3]
+                on_step(StepState(rnd.name, epoch + 1, global_step, float(opt.param_groups[0]["lr"]),
+                                  float(mean[0]), float(mean[1]), float(mean[2]), int(step[3])))
             bar.set_postfix(loss=f"{sums[0] / seen:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
             if max_steps is not None and global_step >= max_steps:
                 break
         bar.close()
         train_seconds = time.perf_counter() - t0
         images_per_s = seen / max(train_seconds, 1e-9)
-        evaluated = eval_model(model, ema)
+        evaluated = ddp.for_eval(eval_model(model, ema))  # DDP hook: fed from the CPU
         val = evaluate(evaluated, setup.val, spec, setup.loss, cfg.data.input_size, cfg.train.tta_flip,
                        cfg.train.channels_last)
         row: dict[str, Any] = {
@@ -455,33 +486,36 @@ def _train_round(cfg: RunConfig, plan: list[RoundConfig], r: int, run_dir: Path,
         if improved:
             best, best_epoch = val[select], epoch + 1
         top = run_dir.parent if len(plan) > 1 else run_dir  # all rounds together at the top level
-        write_metrics(history, top)
-        if len(plan) > 1:
-            write_metrics([h for h in history if h["round"] == rnd.name], run_dir)
+        if ddp.is_main:  # DDP hook: rank 0 alone writes files
+            write_metrics(history, top)
+            if len(plan) > 1:
+                write_metrics([h for h in history if h["round"] == rnd.name], run_dir)
         checkpoint = {
             "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "round_index": r, "round": rnd.name,
             "multi_round": len(plan) > 1, "epoch": epoch + 1, "global_step": global_step,
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
             "ema_model": ema.module.state_dict() if ema is not None else None,
-            "rng": rng_state(), "best": {"metric": select, "value": best, "epoch": best_epoch},
+            "rng": ddp.gather_rng(rng_state()),  # DDP hook: every rank's state (collective)
+            "best": {"metric": select, "value": best, "epoch": best_epoch},
             "metrics": row, "history": history, "data_meta": _cache_meta(setup.cache),
             "spec": {"age_type": spec.age_type, "age_outputs": spec.age_outputs, "gender": spec.gender},
         }
-        atomic_save(checkpoint, last_path)
-        if improved:
-            atomic_copy(last_path, best_path)
-        try:
-            plot_curves(history, top)
-        except Exception as exc:  # a plotting problem must never lose a training run
-            log(f"warning: could not draw learning curves: {exc}")
+        if ddp.is_main:  # DDP hook: rank 0 alone writes files
+            atomic_save(checkpoint, last_path)
+            if improved:
+                atomic_copy(last_path, best_path)
+            try:
+                plot_curves(history, top)
+            except Exception as exc:  # a plotting problem must never lose a training run
+                log(f"warning: could not draw learning curves: {exc}")
         log(f"{rnd.name} epoch {epoch + 1}/{epochs} step {global_step}: train loss {row['train_loss']:.4f}, "
             f"val loss {val['val_loss']:.4f}, MAE {val['val_mae']:.2f}, CS@5 {val['val_cs5']:.3f}, "
             f"bucket acc {val['val_bucket_acc']:.3f}, gender acc {val['val_gender_acc']:.3f}, "
             f"{images_per_s:.1f} img/s, {row['epoch_seconds']:.0f}s" + (" *best*" if improved else ""))
         if on_epoch_end is not None:
             on_epoch_end(EpochState(rnd.name, epoch + 1, global_step, row, run_dir))
-    if not best_path.exists() and last_path.exists():
+    if ddp.is_main and not best_path.exists() and last_path.exists():  # DDP hook
         atomic_copy(last_path, best_path)
     best_info = {"metric": select, "value": best if best is not None else math.nan, "epoch": best_epoch}
     return TrainResult(run_dir, best_path, last_path, best_info, history, images_per_s)
