@@ -103,6 +103,17 @@ def test_uris_and_lists_of_paths(photos: Path, tmp_path: Path) -> None:
     assert list_inputs([], path_lists=[str(listing)]).paths == (str(photos / "photo01.jpg"), f"{uri}/photo02.jpg")
 
 
+def test_the_local_engine_reads_lists_of_paths_too(photos: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "paths.txt"
+    listing.write_text(f"{photos / 'photo01.jpg'}\n# a comment\n{photos / 'photo02.jpg'}\n")
+    out = tmp_path / "out.jsonl"
+    result = _analyze(str(photos / "photo03.jpg"), "--paths-from", str(listing), "-f", "jsonl", "-o", str(out))
+    assert result.exit_code == 0
+    assert [r["path"] for r in _records(out)] == [str(photos / f"photo0{i}.jpg") for i in (1, 2, 3)]
+    missing = _analyze("--paths-from", str(tmp_path / "nope.txt"))
+    assert missing.exit_code == 2 and "cannot read this list of paths" in missing.stderr
+
+
 def test_jsonl_resume_drops_a_cut_last_line_and_refuses_foreign_files(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text('{"path": "a", "faces": [{}], "error": null}\n{"path": "b", "faces": [], "error": "bad"}\n{"pa')
