@@ -26,6 +26,7 @@ class OutputFormat(str, Enum):
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+    parquet = "parquet"  # --engine ray only: a folder of Parquet parts (distributed/sinks.py)
 
 
 class OutputError(UserError, ValueError):

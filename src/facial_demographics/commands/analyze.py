@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,7 +12,16 @@ import typer
 
 from ..inputs import IMAGE_SUFFIXES, expand_inputs
 from ..output import OutputError, OutputFormat
-from ._common import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_USAGE, ModelOption, err, progress_bar, user_errors
+from ._common import (
+    EXIT_FAILED_ITEMS,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ModelOption,
+    err,
+    need_extra,
+    progress_bar,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from ..output import ResultWriter
@@ -65,8 +75,14 @@ def _prepare_annotate(directory: Path | None) -> None:
         raise OutputError(f"{directory}: cannot create the --annotate folder ({exc.strerror or exc})") from None
 
 
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 def analyze(
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="Image files, folders or glob patterns (--engine ray: also object-store URIs).")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Scan folders recursively.")] = False,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")] = None,
@@ -76,17 +92,39 @@ def analyze(
         "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
     model: ModelOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 32,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="ONNX Runtime threads (--engine ray: CPUs per actor, default 1).")] = None,
+    paths_from: Annotated[list[str] | None, typer.Option(
+        "--paths-from", help="A text file (or URI) naming one input per line; repeatable.")] = None,
+    engine: Annotated[Engine, typer.Option("--engine", help="local, or ray: a Ray cluster (Ray Data).")] = Engine.local,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="--engine ray: the cluster (auto, HOST:PORT); default: a new local Ray instance.")] = None,
+    actors: Annotated[int | None, typer.Option(
+        "--actors", min=1, help="--engine ray: analyser actors (default: the cluster's CPUs / --threads).")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="--engine ray: skip inputs whose results -o already holds (--no-resume starts over).")] = True,
 ) -> None:
     """Estimate age and gender for every face in the given images.
 
     Results are written as each image finishes (jsonl and csv line by line), so Ctrl-C keeps them.
     Exit code 0 when every input was read, 1 when any failed (each failure is reported in the output),
     2 for bad usage (including an unusable -o or model), 130 when interrupted.
+    With --engine ray (the 'distributed' extra) the images are analysed on a Ray cluster and written as
+    --format jsonl or parquet (a folder); re-running the same command resumes where it stopped.
     """
     from ..output import ResultWriter, check_output, open_output
     from ..pipeline import FaceAnalyzer
 
+    if engine is Engine.ray:
+        _analyze_on_ray(paths or [], paths_from or [], output, fmt, recursive, annotate, model, cropped, batch_size,
+                        threads, address, actors, resume)
+    if fmt is OutputFormat.parquet:
+        err.print("[red]--format parquet is written by --engine ray only[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    with user_errors():
+        from ..distributed.sources import read_path_list
+
+        paths = [*(paths or []), *(line for source in paths_from or [] for line in read_path_list(source))]
     scan = expand_inputs(paths, recursive)
     for folder in scan.nested:
         err.print(f"[yellow]{folder} holds only folders: use --recursive to analyse the images inside them[/yellow]")
@@ -140,6 +178,23 @@ def _analyze_into(
             if not result.ok:
                 run.unreadable += 1
                 err.print(f"[yellow]{result.path}: {result.error}[/yellow]")
+
+
+def _analyze_on_ray(paths: list[str], paths_from: list[str], output: Path | None, fmt: OutputFormat,
+                    recursive: bool, annotate: Path | None, model: Path | None, cropped: bool, batch_size: int,
+                    threads: int | None, address: str | None, actors: int | None, resume: bool) -> None:
+    """``analyze --engine ray``: always exits (the body is commands/analyze_ray.py)."""
+    need_extra("distributed")
+    from .analyze_ray import RayCommand, analyze_ray_command, ray_spec
+
+    if annotate is not None:
+        err.print("[red]--annotate is not available with --engine ray[/red]")
+        raise typer.Exit(EXIT_USAGE)
+    with user_errors():
+        code = analyze_ray_command(paths, paths_from, output, fmt.value, recursive,
+                                   ray_spec(model, cropped, batch_size, threads),
+                                   RayCommand(address, actors, threads or 1, resume), err)
+    raise typer.Exit(code)
 
 
 def demo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,25 +21,23 @@ def train(
     cache: Annotated[Path | None, typer.Option("--cache", help="Override the aligned-face cache.")] = None,
     split: Annotated[Path | None, typer.Option("--split", help="Override the split CSV.")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help=(
+        "Processes on this machine (DistributedDataParallel: gloo on CPU, NCCL on GPUs); "
+        "train.batch_size stays the global batch. For several machines use torchrun."))] = 1,
 ) -> None:
     """Train a model from a TOML config: checkpoints every epoch, metrics CSV/JSON, learning curves."""
     need_extra("train")
-    from ..training.checkpoint import Checkpoint
-    from ..training.config import ConfigError, load_config, with_overrides
-    from ..training.loop import train as run_training
+    from ..training.run import run_training
 
     with user_errors():
-        if config is None and resume is None:
-            raise ConfigError("give --config (a TOML run config) or --resume (a last.pt checkpoint)")
-        ckpt = Checkpoint.load(resume) if resume is not None else None  # read once, used three ways
-        base = load_config(config) if config is not None else ckpt.config  # type: ignore[union-attr]
-        cfg = with_overrides(base, lr=lr, epochs=epochs, cache=cache, split=split)
-        if out is None:
-            out = ckpt.run_dir if ckpt is not None else Path("runs") / cfg.name
-        result = run_training(cfg, out, resume=ckpt, max_steps=max_steps)
+        result = run_training(config, resume=resume, lr=lr, epochs=epochs, out=out, cache=cache, split=split,
+                              max_steps=max_steps, nproc=nproc)
+    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun rank other than 0: rank 0 reports
+        return
     best = result.best
     typer.echo(f"done: best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}; checkpoints "
-               f"{result.best_checkpoint} and {result.last_checkpoint}; curves and metrics in {out}")
+               f"{result.best_checkpoint} and {result.last_checkpoint}; curves, metrics and steps.csv in "
+               f"{result.run_dir}" + (f" ({nproc} processes)" if nproc > 1 else ""))
 
 
 def export(

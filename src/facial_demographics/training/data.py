@@ -112,16 +112,19 @@ class FaceBatches:
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Labels]]:
         order = self.order(epoch)
         for b in range(len(self)):
-            pos = order[b * self.batch_size:(b + 1) * self.batch_size]
-            rows = self.rows[pos]
-            sort = np.argsort(rows, kind="stable")  # ascending reads from the memory map
-            faces = np.empty((len(rows),) + self.cache.faces.shape[1:], dtype=np.uint8)
-            faces[sort] = self.cache.faces[rows[sort]]
-            yield torch.from_numpy(faces), Labels(
-                torch.from_numpy(self.ages[pos]).float(),
-                torch.from_numpy(self.genders[pos]),
-                torch.from_numpy(self.sample_weight[pos]).float(),
-            )
+            yield self.batch_at(order[b * self.batch_size:(b + 1) * self.batch_size])
+
+    def batch_at(self, pos: np.ndarray) -> tuple[Tensor, Labels]:
+        """The faces and labels at positions ``pos`` of ``rows`` (also a rank's slice, training/distributed.py)."""
+        rows = self.rows[pos]
+        sort = np.argsort(rows, kind="stable")  # ascending reads from the memory map
+        faces = np.empty((len(rows),) + self.cache.faces.shape[1:], dtype=np.uint8)
+        faces[sort] = self.cache.faces[rows[sort]]
+        return torch.from_numpy(faces), Labels(
+            torch.from_numpy(self.ages[pos]).float(),
+            torch.from_numpy(self.genders[pos]),
+            torch.from_numpy(self.sample_weight[pos]).float(),
+        )
 
 
 def to_input(faces: Tensor, size: int, channels_last: bool = False) -> Tensor:

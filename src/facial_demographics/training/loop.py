@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from ..datasets.cache import FaceCache, load_cache
 from ..labels import AGE_GROUPS, age_buckets, gender_codes
+from . import distributed as ddp_hooks  # DDP hooks (training/distributed.py): identity in one process
 from .checkpoint import Best, Checkpoint, CheckpointSaver, atomic_write_text, rng_state, seed_everything, set_rng_state
 from .config import SELECT_METRICS, RoundConfig, RunConfig
 from .curves import plot_curves, write_metrics
@@ -34,7 +35,7 @@ from .models import AgeGenderNet, build_model, count_parameters, head_spec
 from .optim import make_ema, make_optimizer, make_scheduler
 from .validate import eval_model, evaluate, predict_logits
 
-__all__ = ["EpochState", "TrainResult", "train", "predict_logits"]
+__all__ = ["EpochState", "StepState", "TrainResult", "train", "predict_logits"]
 Log = Callable[[str], None]
 
 
@@ -47,6 +48,20 @@ class EpochState:
     global_step: int
     metrics: dict[str, float]
     run_dir: Path
+
+
+@dataclass
+class StepState:
+    """One optimiser step, with the global batch's mean losses (for a per-step loss curve)."""
+
+    round_name: str
+    epoch: int  # the epoch in progress, from 1
+    global_step: int
+    lr: float
+    loss: float
+    age_loss: float
+    gender_loss: float
+    images: int
 
 
 @dataclass
@@ -124,7 +139,7 @@ def _round_dir(out: Path, plan: list[RoundConfig], i: int) -> Path:
 
 def train(cfg: RunConfig, out: Path, resume: Path | Checkpoint | None = None, max_steps: int | None = None,
           on_epoch_end: Callable[[EpochState], None] | None = None, log: Log = _print,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, on_step: Callable[[StepState], None] | None = None) -> TrainResult:
     """Train every round of ``cfg`` into ``out`` (or continue from ``resume``, a ``last.pt``).
 
     Args:
@@ -135,11 +150,14 @@ def train(cfg: RunConfig, out: Path, resume: Path | Checkpoint | None = None, ma
         on_epoch_end: called after each epoch's checkpoint is on disk; an exception it raises stops the run.
         log: where progress lines go.
         progress: show a per-batch progress bar.
+        on_step: called after every optimiser step (rank 0 only in a multi-process run).
 
     Returns:
         The last round's result, with the run's whole history.
     """
-    torch.set_num_threads(cfg.train.threads)
+    ddp = ddp_hooks.current()  # DDP hook
+    log, progress = ddp.log(log), progress and ddp.is_main  # DDP hook: rank 0 logs
+    torch.set_num_threads(ddp.threads(cfg.train.threads))  # DDP hook: the node's threads shared by its ranks
     plan = cfg.round_plan()
     start_round, ckpt, history = 0, None, []
     if resume is not None:
@@ -148,16 +166,20 @@ def train(cfg: RunConfig, out: Path, resume: Path | Checkpoint | None = None, ma
         if ckpt.epoch >= int(plan[start_round].epochs or 0) and start_round + 1 < len(plan):
             start_round, ckpt = start_round + 1, None  # that round had finished: go on with the next one
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    if ddp.is_main:  # DDP hook
+        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     setup = _setup_data(cfg, log)
+    setup.train = ddp.shard(setup.train)  # DDP hook: this rank's slice of every global batch
     result: TrainResult | None = None
     for r in range(start_round, len(plan)):
         init = None
         if r > 0 and ckpt is None:
             prev = _round_dir(out, plan, r - 1) / f"{plan[r].init_from}.pt"
+            ddp.barrier()  # DDP hook: rank 0 has finished writing it
             init = Checkpoint.load(prev)
             log(f"round {plan[r].name}: starting from {prev} (epoch {init.epoch})")
-        job = _Round(cfg, plan, r, _round_dir(out, plan, r), setup, max_steps, on_epoch_end, log, progress)
+        job = _Round(cfg, plan, r, _round_dir(out, plan, r), setup, max_steps, on_epoch_end, log, progress,
+                     on_step)
         result = job.run(history, ckpt, init)
         history = result.history
         ckpt = None
@@ -173,6 +195,7 @@ class _State:
     """The mutable state of one round: what a checkpoint saves and a resume restores."""
 
     model: AgeGenderNet
+    net: nn.Module  # what the training step calls: the model, or its DDP wrapper
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     ema: AveragedModel | None
@@ -188,7 +211,7 @@ class _State:
         self.sched.load_state_dict(s["scheduler"])
         if self.ema is not None and s.get("ema") is not None:
             self.ema.load_state_dict(s["ema"])
-        set_rng_state(s["rng"])
+        set_rng_state(ddp_hooks.current().own_rng(s["rng"]))  # DDP hook: each rank's own RNG stream
         self.epoch, self.global_step = ckpt.epoch, ckpt.global_step
         self.best, self.best_epoch = ckpt.best.value, ckpt.best.epoch
 
@@ -196,7 +219,8 @@ class _State:
         ema = self.ema
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                "ema_model": ema.module.state_dict() if ema is not None else None, "rng": rng_state()}
+                "ema_model": ema.module.state_dict() if ema is not None else None,
+                "rng": ddp_hooks.current().gather_rng(rng_state())}  # DDP hook: every rank's (collective)
 
     @property
     def lr(self) -> float:
@@ -216,6 +240,7 @@ class _Round:
     on_epoch_end: Callable[[EpochState], None] | None
     log: Log
     progress: bool
+    on_step: Callable[[StepState], None] | None = None
 
     @property
     def rnd(self) -> RoundConfig:
@@ -240,7 +265,8 @@ class _Round:
             sums, seen = self._train_epoch(state, epoch)
             images_per_s = seen / max(time.perf_counter() - t0, 1e-9)
             history = history + [self._finish_epoch(state, epoch, sums, seen, images_per_s, t0, history, saver)]
-        saver.finish()
+        if ddp_hooks.current().is_main:  # DDP hook
+            saver.finish()
         select = self.cfg.train.select
         value = state.best if state.best is not None else math.nan
         best_info = {"metric": select, "value": value, "epoch": state.best_epoch}
@@ -252,7 +278,8 @@ class _Round:
         fresh = ckpt is None and init is None
         if fresh:
             seed_everything(cfg.train.seed + self.index)
-        model = build_model(cfg, pretrained=fresh)
+        # A fresh run takes the config's ``model.pretrained``; a resumed or chained round loads its weights.
+        model = build_model(cfg, pretrained=None if fresh else False)
         if fresh and spec.age_type == "regression":
             # Start the regressor at the median age: with an L1 loss a zero bias would take thousands of
             # steps to travel to adult ages.
@@ -264,12 +291,16 @@ class _Round:
             model.load_state_dict(init.eval_weights)
         memory = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory)  # type: ignore[call-overload]
+        ddp = ddp_hooks.current()  # DDP hook
+        if fresh:
+            ddp.seed_rank(cfg.train.seed + self.index)  # DDP hook: ranks > 0 get their own augmentation stream
+        model = ddp.place(model)  # DDP hook: this rank's device
         steps_per_epoch = len(self.setup.train)
         total_steps = self.epochs * steps_per_epoch
         if self.max_steps is not None:
             total_steps = min(total_steps, self.max_steps)
         opt = make_optimizer(model, cfg, lr)
-        state = _State(model, opt, make_scheduler(opt, cfg, lr, steps_per_epoch, total_steps),
+        state = _State(model, ddp.wrap(model), opt, make_scheduler(opt, cfg, lr, steps_per_epoch, total_steps),
                        make_ema(model, cfg.train.ema_decay) if cfg.train.ema else None)
         if ckpt is not None:
             state.restore(ckpt)
@@ -284,13 +315,14 @@ class _Round:
     def _train_epoch(self, state: _State, epoch: int) -> tuple[np.ndarray, int]:
         """One pass over the training batches; returns the summed (total, age, gender) loss and the faces seen."""
         cfg, setup = self.cfg, self.setup
+        ddp = ddp_hooks.current()  # DDP hook
         state.model.train()
         sums, seen = np.zeros(3), 0
         bar = tqdm(setup.train.epoch(epoch), total=len(setup.train), disable=not self.progress, leave=False,
                    desc=f"{self.rnd.name} epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
         for faces, labels in bar:
             x = train_input(faces, setup.augment, cfg.data.input_size, cfg.train.channels_last)
-            age_logits, gender_logits = state.model(x)
+            age_logits, gender_logits = state.net(x)  # DDP hook: net, not model
             parts = setup.loss(age_logits, gender_logits, labels)
             state.opt.zero_grad(set_to_none=True)
             parts.total.backward()
@@ -302,8 +334,14 @@ class _Round:
                 state.ema.update_parameters(state.model)
             state.global_step += 1
             n = len(faces)
-            sums += n * np.array([parts.total.item(), parts.age.item(), parts.gender.item()])
-            seen += n
+            # DDP hook: the global batch's loss sums and size (the identity in one process)
+            step = ddp.reduce_sums(np.array([n * parts.total.item(), n * parts.age.item(), n * parts.gender.item(), n]))
+            sums += step[:3]
+            seen += int(step[3])
+            if self.on_step is not None:
+                mean = step[:3] / step[3]
+                self.on_step(StepState(str(self.rnd.name), epoch + 1, state.global_step, state.lr, float(mean[0]),
+                                       float(mean[1]), float(mean[2]), int(step[3])))
             bar.set_postfix(loss=f"{sums[0] / seen:.3f}", lr=f"{state.lr:.2e}")
             if self._stop(state):
                 break
@@ -315,8 +353,10 @@ class _Round:
         """Validate, record, checkpoint, draw and report one finished epoch; returns its metrics row."""
         cfg, setup, rnd = self.cfg, self.setup, self.rnd
         spec = head_spec(cfg)
-        val = evaluate(eval_model(state.model, state.ema), setup.val, spec, setup.loss, cfg.data.input_size,
-                       cfg.train.tta_flip, cfg.train.channels_last)
+        ddp = ddp_hooks.current()  # DDP hook
+        evaluated = ddp.for_eval(eval_model(state.model, state.ema))  # DDP hook: fed from the CPU
+        val = evaluate(evaluated, setup.val, spec, setup.loss, cfg.data.input_size, cfg.train.tta_flip,
+                       cfg.train.channels_last)
         row: dict[str, Any] = {
             "round": rnd.name, "epoch": epoch + 1, "global_step": state.global_step, "lr": state.lr,
             "train_loss": sums[0] / max(seen, 1), "train_age_loss": sums[1] / max(seen, 1),
@@ -330,18 +370,20 @@ class _Round:
             state.best, state.best_epoch = val[select], epoch + 1
         multi = len(self.plan) > 1
         top = self.run_dir.parent if multi else self.run_dir  # all rounds together at the top level
-        write_metrics(history, top)
-        if multi:
-            write_metrics([h for h in history if h["round"] == rnd.name], self.run_dir)
-        saver.save(Checkpoint(
+        checkpoint = Checkpoint(
             cfg, self.index, str(rnd.name), multi, epoch + 1, state.global_step,
             Best(select, state.best, state.best_epoch), row, history, _cache_meta(setup.cache),
             {"age_type": spec.age_type, "age_outputs": spec.age_outputs, "gender": spec.gender},
-            state.states()), improved)
-        try:
-            plot_curves(history, top)
-        except Exception as exc:  # a plotting problem must never lose a training run
-            self.log(f"warning: could not draw learning curves: {exc}")
+            state.states())  # every rank: gathering the RNG states is collective
+        if ddp.is_main:  # DDP hook: rank 0 alone writes files
+            write_metrics(history, top)
+            if multi:
+                write_metrics([h for h in history if h["round"] == rnd.name], self.run_dir)
+            saver.save(checkpoint, improved)
+            try:
+                plot_curves(history, top)
+            except Exception as exc:  # a plotting problem must never lose a training run
+                self.log(f"warning: could not draw learning curves: {exc}")
         self.log(f"{rnd.name} epoch {epoch + 1}/{self.epochs} step {state.global_step}: train loss "
                  f"{row['train_loss']:.4f}, val loss {val['val_loss']:.4f}, MAE {val['val_mae']:.2f}, CS@5 "
                  f"{val['val_cs5']:.3f}, bucket acc {val['val_bucket_acc']:.3f}, gender acc "
