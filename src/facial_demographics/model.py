@@ -167,6 +167,10 @@ class Prediction:
     age_low: np.ndarray
     age_high: np.ndarray
     p_female: np.ndarray  # NaN when the model has no gender head
+    # (N, K) age distributions over the head's bins, for averaging over video frames, and the
+    # (possibly temperature-scaled) ones the interval comes from; None for a regression head.
+    age_probs: np.ndarray | None = None
+    age_interval_probs: np.ndarray | None = None
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -281,35 +285,71 @@ class AgeGenderModel:
             return Prediction(empty, empty, empty, empty)
         heads = self.bundle.manifest["heads"]
         out = self.raw(faces)
-        age, low, high = self._age(out[heads["age"]["output"]].astype(np.float64), heads["age"])
+        logits = out[heads["age"]["output"]].astype(np.float64)
+        age, low, high = self._age(logits, heads["age"])
         if heads.get("gender"):
             probs = _softmax(out[heads["gender"]["output"]].astype(np.float64))
             p_female = probs[:, heads["gender"]["labels"].index("female")]
         else:
             p_female = np.full(len(faces), np.nan)
-        return Prediction(age, low, high, p_female)
+        return Prediction(age, low, high, p_female, *self._age_probs(logits, heads["age"]))
+
+    @staticmethod
+    def _age_probs(logits: np.ndarray, head: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The age distributions and the interval's (temperature-scaled) ones; None for a regressor."""
+        if head["type"] == "regression":
+            return None, None
+        temperature = float(head.get("temperature", 1.0))
+        probs = _softmax(logits)
+        return probs, (_softmax(logits / temperature) if temperature != 1.0 else probs)
+
+    def age_from_distribution(
+        self, probs: np.ndarray, interval_probs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected age and central interval of (N, K) age distributions over this bundle's age bins.
+
+        ``predict`` does this per face; a video track does it on its averaged distributions.
+
+        Args:
+            probs: distributions (rows sum to 1) giving the expected age (``Prediction.age_probs``).
+            interval_probs: the ones giving the interval (``Prediction.age_interval_probs``).
+
+        Returns:
+            ``(age, low, high)``, arrays of length N.
+
+        Raises:
+            ValueError: the age head is a regressor (it has no distribution).
+        """
+        return _age_summary(probs, interval_probs, self.bundle.manifest["heads"]["age"], self.interval)
 
     def _age(self, logits: np.ndarray, head: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        tail = (1.0 - self.interval) / 2.0
-        kind = head["type"]
-        if kind == "regression":
+        if head["type"] == "regression":
             age = logits.reshape(len(logits), -1)[:, 0]
             # A regressor has no distribution: the interval comes from its validation residuals.
             spread = float(head.get("residual_quantile", {}).get(str(self.interval), 0.0))
             return age, np.maximum(age - spread, 0.0), age + spread
-        temperature = float(head.get("temperature", 1.0))
-        probs = _softmax(logits)
-        interval_probs = _softmax(logits / temperature) if temperature != 1.0 else probs
-        if kind == "distribution":
-            values = np.asarray(head["values"], dtype=np.float64)
-            age = probs @ values
-            # Each bin is treated as a unit-wide interval around its value for a continuous CDF.
-            grid = np.concatenate([[values[0] - 0.5], values + 0.5])
-        else:  # buckets
-            grid = np.asarray(head["edges"], dtype=np.float64)
-            centres = np.asarray(head.get("values", (grid[:-1] + grid[1:]) / 2), dtype=np.float64)
-            age = probs @ centres
-        cdf = np.concatenate([np.zeros((len(probs), 1)), np.cumsum(interval_probs, axis=1)], axis=1)
-        low = _quantiles_from_cdf(cdf, grid, tail)
-        high = _quantiles_from_cdf(cdf, grid, 1.0 - tail)
-        return age, np.maximum(low, 0.0), high
+        probs, interval_probs = self._age_probs(logits, head)
+        assert probs is not None and interval_probs is not None
+        return _age_summary(probs, interval_probs, head, self.interval)
+
+
+def _age_summary(probs: np.ndarray, interval_probs: np.ndarray, head: dict[str, Any],
+                 interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected age and central ``interval`` of distributions over a distribution or buckets head."""
+    tail = (1.0 - interval) / 2.0
+    kind = head["type"]
+    if kind == "distribution":
+        values = np.asarray(head["values"], dtype=np.float64)
+        age = probs @ values
+        # Each bin is treated as a unit-wide interval around its value for a continuous CDF.
+        grid = np.concatenate([[values[0] - 0.5], values + 0.5])
+    elif kind == "buckets":
+        grid = np.asarray(head["edges"], dtype=np.float64)
+        centres = np.asarray(head.get("values", (grid[:-1] + grid[1:]) / 2), dtype=np.float64)
+        age = probs @ centres
+    else:
+        raise ValueError(f"a {kind} age head has no distribution")
+    cdf = np.concatenate([np.zeros((len(interval_probs), 1)), np.cumsum(interval_probs, axis=1)], axis=1)
+    low = _quantiles_from_cdf(cdf, grid, tail)
+    high = _quantiles_from_cdf(cdf, grid, 1.0 - tail)
+    return age, np.maximum(low, 0.0), high

@@ -46,6 +46,24 @@ def _clipped_points(points: np.ndarray, width: int | None, height: int | None) -
     return [(float(x), float(y)) for x, y in np.clip(points, 0, hi)]
 
 
+def make_face(aligned: AlignedFace, age: float, interval: tuple[float, float], p_female: float,
+              width: int | None, height: int | None) -> Face:
+    """A :class:`Face` from its detection and the model's numbers (``p_female`` NaN without a gender head)."""
+    det = aligned.detection
+    female = p_female >= 0.5
+    return Face(
+        box=det.box,
+        score=det.score,
+        landmarks=_clipped_points(det.landmarks, width, height),
+        age=age,
+        age_interval=interval,
+        age_group=age_group(age),
+        gender=None if np.isnan(p_female) else ("female" if female else "male"),
+        gender_probability=None if np.isnan(p_female) else (p_female if female else 1.0 - p_female),
+        fallback=aligned.fallback,
+    )
+
+
 @dataclass
 class _Staged:
     """One image after reading, detection and alignment, waiting for the model."""
@@ -140,20 +158,8 @@ class FaceAnalyzer:
         k = 0
         for item in staged:
             for face in item.faces:
-                det = face.detection
-                pf = float(p_female[k])
-                female = pf >= 0.5
-                item.result.faces.append(Face(
-                    box=det.box,
-                    score=det.score,
-                    landmarks=_clipped_points(det.landmarks, item.result.width, item.result.height),
-                    age=float(age[k]),
-                    age_interval=(float(low[k]), float(high[k])),
-                    age_group=age_group(float(age[k])),
-                    gender=None if np.isnan(pf) else ("female" if female else "male"),
-                    gender_probability=None if np.isnan(pf) else (pf if female else 1.0 - pf),
-                    fallback=face.fallback,
-                ))
+                item.result.faces.append(make_face(face, float(age[k]), (float(low[k]), float(high[k])),
+                                                   float(p_female[k]), item.result.width, item.result.height))
                 k += 1
         return [item.result for item in staged]
 
@@ -231,6 +237,16 @@ class FaceAnalyzer:
             ValueError: ``channels`` is neither "rgb" nor "bgr".
         """
         return list(self.iter_analyze(sources, names, progress, channels=channels))
+
+    def analyze_video(self, source: str | Path | int, **options: Any) -> Any:
+        """Faces tracked through a video file, camera or stream, with stable per-track answers.
+
+        Shorthand for ``VideoAnalyzer(self, **options).run(source)``; see
+        :class:`facial_demographics.video.VideoAnalyzer` for the options and what is yielded.
+        """
+        from .video import VideoAnalyzer
+
+        return VideoAnalyzer(self, **options).run(source)
 
 
 def _check_channels(channels: str) -> None:

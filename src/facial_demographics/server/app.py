@@ -34,6 +34,7 @@ from ..types import ImageResult
 from .batching import MicroBatcher, QueueFullError
 from .budget import BudgetFullError, MemoryBudget
 from .errors import ApiError, install_error_handlers
+from .live import live_router
 from .protocol import HEADER_TIMEOUT_STATE
 from .schemas import AnalyzeResponse, ErrorResponse, HealthResponse, ImageOut, ModelInfo
 from .settings import ServerSettings
@@ -478,6 +479,7 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
         return ModelInfo.model_validate(runtime.analyzer.manifest)
 
     app.include_router(api)
+    app.include_router(live_router(lambda: runtime.analyzer, auth))
 
     @app.get("/healthz", response_model=HealthResponse, tags=["health"])
     async def healthz() -> HealthResponse:
