@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,9 @@ from .detection import DetectorConfig, FaceDetector
 from .imaging import DEFAULT_MAX_PIXELS, Channels, ImageError, read_image
 from .model import AgeGenderModel, ModelBundle
 from .types import AlignedFace, Face, ImageResult, age_group
+
+if TYPE_CHECKING:
+    from .video import VideoRun
 
 Source = Any  # str | Path | bytes | binary file object | np.ndarray | PIL.Image.Image
 
@@ -238,11 +241,14 @@ class FaceAnalyzer:
         """
         return list(self.iter_analyze(sources, names, progress, channels=channels))
 
-    def analyze_video(self, source: str | Path | int, **options: Any) -> Any:
+    def analyze_video(self, source: str | Path | int, **options: Any) -> VideoRun:
         """Faces tracked through a video file, camera or stream, with stable per-track answers.
 
-        Shorthand for ``VideoAnalyzer(self, **options).run(source)``; see
+        Shorthand for ``VideoAnalyzer(self, **options).run(source)`` (needs the ``video`` extra); see
         :class:`facial_demographics.video.VideoAnalyzer` for the options and what is yielded.
+
+        Raises:
+            VideoError: the source cannot be opened, has no video, or no frame of it can be decoded.
         """
         from .video import VideoAnalyzer
 

@@ -154,7 +154,8 @@ def make_video_scene(pool: Sequence[PoolFace], seed: int, *, width: int = 640, h
         seconds: length.
         people: how many faces (lanes); at most the pool size.
         face_size: face box side in pixels (varies ±8 % over time).
-        occlusions: send a bar across the frame every 1–2 s, hiding each face completely for 0.2–0.35 s.
+        occlusions: send a bar across the frame every 1–2 s; at 640×480 it hides each face completely for
+            0.13 s (median, up to 0.33 s) and at least partly for 0.4 s (up to 0.87 s).
 
     Returns:
         The scene; render its frames with :meth:`VideoScene.render` or write it with :func:`write_video`.
@@ -181,8 +182,7 @@ def make_video_scene(pool: Sequence[PoolFace], seed: int, *, width: int = 640, h
     t = rng.uniform(0.3, 0.8)
     while occlusions and t < seconds:
         bar = 1.8 * face_size
-        # Hidden completely while the bar covers the whole face, (bar - face width) / speed: 0.2-0.35 s,
-        # and partly for as long again.
+        # Hidden completely while the bar covers the whole face, (bar - face width) / relative speed.
         speed = float(rng.uniform(5.0, 8.0) * face_size) * (1 if rng.random() < 0.5 else -1)
         passers.append(Passer(float(t), speed, bar))
         t += (width + bar) / abs(speed) + rng.uniform(0.6, 1.2)

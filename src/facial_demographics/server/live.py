@@ -109,71 +109,61 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def live_router(get_analyzer: Callable[[], Any], dependencies: Sequence[Any] = ()) -> APIRouter:
-    """The live-camera routes, sharing the app's analyzer (``get_analyzer()``; None while loading).
+class LiveSessions:
+    """The open sessions of one app and the workers they share.
 
     Args:
         get_analyzer: returns the app's ``FaceAnalyzer`` (or None while the model loads).
-        dependencies: the API's dependencies (the API key check).
     """
-    router = APIRouter(prefix="/v1/live", tags=["live camera"], dependencies=list(dependencies))
-    sessions: dict[str, _Session] = {}
-    workers = asyncio.Semaphore(LIVE_WORKERS)
-    shared: dict[str, Any] = {}  # one low-threshold detector for all sessions (it is thread-safe)
 
-    def expire() -> None:
+    def __init__(self, get_analyzer: Callable[[], Any]) -> None:
+        self.get_analyzer = get_analyzer
+        self.sessions: dict[str, _Session] = {}
+        self.workers = asyncio.Semaphore(LIVE_WORKERS)
+        self._shared: dict[str, Any] = {}  # one detector for all sessions (it is thread-safe)
+
+    def expire(self) -> None:
+        """Close the sessions that have been idle for longer than ``IDLE_TIMEOUT``."""
         now = time.monotonic()
-        for key in [k for k, s in sessions.items() if now - s.last_seen > IDLE_TIMEOUT and not s.lock.locked()]:
-            del sessions[key]
+        for key in [k for k, s in self.sessions.items() if now - s.last_seen > IDLE_TIMEOUT and not s.lock.locked()]:
+            del self.sessions[key]
 
-    def new_tracker() -> Any:
-        analyzer = get_analyzer()
+    def _new_tracker(self) -> Any:
+        analyzer = self.get_analyzer()
         if analyzer is None:
             raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
         if importlib.util.find_spec("trackers") is None:
             raise ApiError(503, "live_unavailable", "live camera needs the 'video' extra on the server: "
                            "pip install 'facial-demographics[video]'")
-        from ..video.tracking import FaceTracker, tracking_detector
-
         if not hasattr(analyzer, "detector") or not hasattr(analyzer, "model"):
             raise ApiError(503, "live_unavailable", "this server's analyzer cannot track faces")
-        if shared.get("analyzer") is not analyzer:
-            shared.update(analyzer=analyzer, detector=tracking_detector(analyzer))
-        return FaceTracker(analyzer, detector=shared["detector"])
+        from ..video.tracking import FaceTracker, tracking_detector
 
-    @router.post("/sessions", response_model=SessionOut, status_code=201, responses=_RESPONSES)
-    async def open_session() -> SessionOut:
-        """Start a live session: its own tracker, closed after a while without frames."""
-        expire()
-        if len(sessions) >= MAX_SESSIONS:
+        if self._shared.get("analyzer") is not analyzer:
+            self._shared.update(analyzer=analyzer, detector=tracking_detector(analyzer))
+        return FaceTracker(analyzer, detector=self._shared["detector"])
+
+    async def open(self) -> SessionOut:
+        """A new session with its own tracker; 503 when ``MAX_SESSIONS`` are open."""
+        self.expire()
+        if len(self.sessions) >= MAX_SESSIONS:
             raise ApiError(503, "too_many_sessions", f"{MAX_SESSIONS} live sessions are open; retry later",
                            headers={"Retry-After": str(int(IDLE_TIMEOUT))})
         key = secrets.token_urlsafe(12)
-        sessions[key] = _Session(await run_in_threadpool(new_tracker))
+        self.sessions[key] = _Session(await run_in_threadpool(self._new_tracker))
         return SessionOut(session=key, idle_timeout=IDLE_TIMEOUT, max_frame_bytes=MAX_FRAME_BYTES,
                           max_frame_pixels=MAX_FRAME_PIXELS)
 
-    @router.delete("/sessions/{session}", status_code=204, responses=_RESPONSES)
-    async def close_session(session: str) -> Response:
-        """End a live session (idle sessions also end by themselves)."""
-        if sessions.pop(session, None) is None:
-            raise ApiError(404, "no_session", f"no live session {session[:40]!r}", "session")
-        return Response(status_code=204)
+    def close(self, key: str) -> None:
+        if self.sessions.pop(key, None) is None:
+            raise ApiError(404, "no_session", f"no live session {key[:40]!r}", "session")
 
-    @router.post("/sessions/{session}/frames", response_model=FrameOut, openapi_extra={"requestBody": _FRAME_BODY},
-                  responses={**_RESPONSES,
-                             409: {"model": ErrorResponse, "description": "A frame of this session is in work."},
-                             413: {"model": ErrorResponse, "description": "Frame over the size or pixel limit."},
-                             415: {"model": ErrorResponse, "description": "Not an image."},
-                             422: {"model": ErrorResponse, "description": "Empty or broken image."}})
-    async def frame(request: Request, session: str, t: float | None = Query(
-            None, ge=0, description="The frame's time in seconds from the start (default: when it arrives).")
-    ) -> FrameOut:
-        """Analyse one camera frame (JPEG or PNG body): faces with track ids and each track's answer."""
-        expire()
-        state = sessions.get(session)
+    async def frame(self, key: str, request: Request, t: float | None) -> FrameOut:
+        """Decode, track and analyse one frame of session ``key``, at time ``t`` (default: now)."""
+        self.expire()
+        state = self.sessions.get(key)
         if state is None:
-            raise ApiError(404, "no_session", f"no live session {session[:40]!r} (closed or expired)", "session")
+            raise ApiError(404, "no_session", f"no live session {key[:40]!r} (closed or expired)", "session")
         if state.lock.locked():
             raise ApiError(409, "frame_in_progress", "send the next frame after the answer to the previous one")
         async with state.lock:
@@ -184,7 +174,7 @@ def live_router(get_analyzer: Callable[[], Any], dependencies: Sequence[Any] = (
             when = t if t is not None else time.monotonic() - state.started
             when = max(when, state.last_time + 1e-3)  # times must grow for the tracker
             try:
-                await asyncio.wait_for(workers.acquire(), FRAME_WAIT)
+                await asyncio.wait_for(self.workers.acquire(), FRAME_WAIT)
             except asyncio.TimeoutError:
                 raise ApiError(503, "server_busy", "too many live frames at once; retry",
                                headers={"Retry-After": "1"}) from None
@@ -192,15 +182,49 @@ def live_router(get_analyzer: Callable[[], Any], dependencies: Sequence[Any] = (
                 step = await run_in_threadpool(state.tracker.step, image, state.frames, when)
                 state.tracker.drop_ended()
             finally:
-                workers.release()
+                self.workers.release()
             state.frames += 1
             state.last_time = when
             state.last_seen = time.monotonic()
-            return FrameOut(frame=state.frames - 1, time=round(when, 3), width=image.shape[1], height=image.shape[0],
-                            faces=[LiveFaceOut.model_validate(f.to_dict()) for f in step.faces],
-                            tracks=[LiveTrackOut.model_validate(s.answer_dict()) for s in step.tracks],
-                            ended=[s.track_id for s in step.ended],
-                            server_ms=round(1000 * (time.perf_counter() - started), 1))
+        return FrameOut(frame=state.frames - 1, time=round(when, 3), width=image.shape[1], height=image.shape[0],
+                        faces=[LiveFaceOut.model_validate(f.to_dict()) for f in step.faces],
+                        tracks=[LiveTrackOut.model_validate(s.answer_dict()) for s in step.tracks],
+                        ended=[s.track_id for s in step.ended],
+                        server_ms=round(1000 * (time.perf_counter() - started), 1))
+
+
+def live_router(get_analyzer: Callable[[], Any], dependencies: Sequence[Any] = ()) -> APIRouter:
+    """The live-camera routes, sharing the app's analyzer.
+
+    Args:
+        get_analyzer: returns the app's ``FaceAnalyzer`` (or None while the model loads).
+        dependencies: the API's dependencies (the API key check).
+    """
+    router = APIRouter(prefix="/v1/live", tags=["live camera"], dependencies=list(dependencies))
+    live = LiveSessions(get_analyzer)
+
+    @router.post("/sessions", response_model=SessionOut, status_code=201, responses=_RESPONSES)
+    async def open_session() -> SessionOut:
+        """Start a live session: its own tracker, closed after a while without frames."""
+        return await live.open()
+
+    @router.delete("/sessions/{session}", status_code=204, responses=_RESPONSES)
+    async def close_session(session: str) -> Response:
+        """End a live session (idle sessions also end by themselves)."""
+        live.close(session)
+        return Response(status_code=204)
+
+    @router.post("/sessions/{session}/frames", response_model=FrameOut, openapi_extra={"requestBody": _FRAME_BODY},
+                 responses={**_RESPONSES,
+                            409: {"model": ErrorResponse, "description": "A frame of this session is in work."},
+                            413: {"model": ErrorResponse, "description": "Frame over the size or pixel limit."},
+                            415: {"model": ErrorResponse, "description": "Not an image."},
+                            422: {"model": ErrorResponse, "description": "Empty or broken image."}})
+    async def frame(request: Request, session: str, t: float | None = Query(
+            None, ge=0, description="The frame's time in seconds from the start (default: when it arrives).")
+    ) -> FrameOut:
+        """Analyse one camera frame (JPEG or PNG body): faces with track ids and each track's answer."""
+        return await live.frame(session, request, t)
 
     return router
 

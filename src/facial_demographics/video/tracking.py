@@ -14,8 +14,8 @@ enclosing both) with a threshold of -0.3 instead of IoU ≥ 0.3: plain IoU is 0 
 not overlap, while DIoU still prefers the nearest. -0.3 accepts a face that reappears up to about 1.5
 face widths from where its track expected it and refuses a face two widths away (another person).
 Measured on 12 generated videos (two faces, a bar sweeping in front of both every 1–2 s, 72
-occlusions; ``benchmarks/video.py``): ByteTrack with its defaults started a new track after 50 of
-them, OC-SORT with its defaults after 15, OC-SORT with DIoU after none.
+occlusions; ``benchmarks/video.py``), analysing every frame: ByteTrack with its defaults started a new
+track after 48 of them, OC-SORT with its defaults after 15, OC-SORT with DIoU after none.
 
 A face gets a track id from the second analysed frame it is seen in; a face seen once (often a false
 detection) keeps ``track_id`` None. The first frame's evidence is held with the new tracklet and
