@@ -3,6 +3,7 @@ with a fake camera playing a generated video (skipped without Debian's /usr/bin/
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,9 @@ def test_page_live_mode_draws_tracked_faces(server: str, fake_camera: Path) -> N
             "JSON.parse(document.querySelector('#live-overlay').dataset.tracks || '[]')")
         assert len(drawn) == 2 and all(isinstance(t["id"], int) for t in drawn)
         rows = page.locator("#live-tracks tr").all_inner_texts()
-        assert len(rows) == 2 and all("%" in row for row in rows)
+        # Person, age, interval, gender (– while undecided: the astronaut is ambiguous to the model), P, frames.
+        assert len(rows) == 2 and all(re.fullmatch(r"#\d+\t\d+\.\d\t\d+–\d+\t(female|male|–)\t(\d+%|–)\t\d+", row)
+                                      for row in rows), rows
         stats = page.inner_text("#live-stats")
         assert stats.startswith("Live:") and "frames/s" in stats and "2 people" in stats
         fps = float(page.evaluate("document.querySelector('#live-panel').dataset.fps"))
