@@ -101,13 +101,15 @@ def _candidates(x1: float, y1: float, x2: float, y2: float, w: float, h: float, 
     return [rect for _, rect in spots]
 
 
-def draw(image: np.ndarray, faces: Sequence[Face], numbered: bool = False) -> np.ndarray:
+def draw(image: np.ndarray, faces: Sequence[Face], numbered: bool = False,
+         tags: Sequence[str] | None = None) -> np.ndarray:
     """Return an annotated RGB copy of ``image``: boxes, landmarks and non-overlapping labels.
 
     Args:
         image: (H, W, 3) or (H, W, 4) uint8 RGB(A) pixels, as :func:`~facial_demographics.imaging.read_image` returns.
         faces: the faces to draw (``ImageResult.faces``).
         numbered: prefix each label with ``#1``, ``#2``, ... in the order of ``faces``.
+        tags: prefix each label with this text instead (e.g. a video track's ``#3``), one per face.
 
     Returns:
         A new (H, W, 3) uint8 array.
@@ -116,6 +118,8 @@ def draw(image: np.ndarray, faces: Sequence[Face], numbered: bool = False) -> np
     pen = ImageDraw.Draw(canvas)
     width = max(1, round(max(canvas.size) / 320))
     texts = [label(face, i if numbered else None) for i, face in enumerate(faces)]
+    if tags is not None:
+        texts = [f"{tag} {text}" for tag, text in zip(tags, texts, strict=True)]
     font = _fitting_font(pen, texts, canvas.width, canvas.height)
     pad = max(2, font.size // 6)
     extents = [pen.textbbox((0, 0), text, font=font) for text in texts]

@@ -142,20 +142,42 @@ class AgeHead:
             # A regressor has no distribution: the interval comes from its validation residuals.
             spread = float(self.residual_quantile.get(str(interval), 0.0))
             return age, np.maximum(age - spread, 0.0), age + spread
+        probs, interval_probs = self.distributions(logits)
+        return self.summarize(probs, interval_probs, interval)
+
+    def distributions(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The age distributions and the (temperature-scaled) ones the interval comes from.
+
+        Raises:
+            ValueError: a regression head (it has no distribution).
+        """
+        if self.type == "regression":
+            raise ValueError("a regression age head has no distribution")
         probs = softmax(logits)
-        interval_probs = softmax(logits / self.temperature) if self.temperature != 1.0 else probs
+        return probs, (softmax(logits / self.temperature) if self.temperature != 1.0 else probs)
+
+    def summarize(self, probs: np.ndarray, interval_probs: np.ndarray,
+                  interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected age and central ``interval`` of (N, K) distributions over this head's bins (a video
+        track averages its frames' distributions and summarises them here).
+
+        Raises:
+            ValueError: a regression head (it has no distribution).
+        """
         if self.type == "distribution":
             values = np.asarray(self.values, dtype=np.float64)
             age = probs @ values
             # Each bin is treated as a unit-wide interval around its value for a continuous CDF.
             grid = np.concatenate([[values[0] - 0.5], values + 0.5])
-        else:  # buckets
+        elif self.type == "buckets":
             grid = np.asarray(self.edges, dtype=np.float64)
             centres = np.asarray(self.values if self.values is not None else (grid[:-1] + grid[1:]) / 2,
                                  dtype=np.float64)
             age = probs @ centres
+        else:
+            raise ValueError("a regression age head has no distribution")
         tail = (1.0 - interval) / 2.0
-        cdf = np.concatenate([np.zeros((len(probs), 1)), np.cumsum(interval_probs, axis=1)], axis=1)
+        cdf = np.concatenate([np.zeros((len(interval_probs), 1)), np.cumsum(interval_probs, axis=1)], axis=1)
         low = _quantiles_from_cdf(cdf, grid, tail)
         high = _quantiles_from_cdf(cdf, grid, 1.0 - tail)
         return age, np.maximum(low, 0.0), high

@@ -125,6 +125,10 @@ class Prediction:
     age_low: np.ndarray
     age_high: np.ndarray
     p_female: np.ndarray  # NaN when the model has no gender head
+    # (N, K) age distributions over the head's bins, for averaging over video frames, and the
+    # (possibly temperature-scaled) ones the interval comes from; None for a regression head.
+    age_probs: np.ndarray | None = None
+    age_interval_probs: np.ndarray | None = None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -228,9 +232,30 @@ class AgeGenderModel:
             return Prediction(empty, empty, empty, empty)
         spec = self.bundle.spec
         out = self.raw(faces)
-        age, low, high = spec.age.decode(out[spec.age.output].astype(np.float64), self.interval)
+        logits = out[spec.age.output].astype(np.float64)
+        age, low, high = spec.age.decode(logits, self.interval)
         if spec.gender is not None:
             p_female = spec.gender.p_female(out[spec.gender.output].astype(np.float64))
         else:
             p_female = np.full(len(faces), np.nan)
-        return Prediction(age, low, high, p_female)
+        dists = spec.age.distributions(logits) if spec.age.type != "regression" else (None, None)
+        return Prediction(age, low, high, p_female, *dists)
+
+    def age_from_distribution(
+        self, probs: np.ndarray, interval_probs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Expected age and central interval of (N, K) age distributions over this bundle's age bins.
+
+        ``predict`` does this per face; a video track does it on its averaged distributions.
+
+        Args:
+            probs: distributions (rows sum to 1) giving the expected age (``Prediction.age_probs``).
+            interval_probs: the ones giving the interval (``Prediction.age_interval_probs``).
+
+        Returns:
+            ``(age, low, high)``, arrays of length N.
+
+        Raises:
+            ValueError: the age head is a regressor (it has no distribution).
+        """
+        return self.bundle.spec.age.summarize(probs, interval_probs, self.interval)

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,9 @@ from .imaging import DEFAULT_MAX_PIXELS, Channels, ImageError, read_image
 from .labels import age_group
 from .model import AgeGenderModel, ModelBundle
 from .types import AlignedFace, Face, ImageResult
+
+if TYPE_CHECKING:
+    from .video import VideoRun
 
 Source = Any  # str | Path | bytes | binary file object | np.ndarray | PIL.Image.Image
 
@@ -46,6 +49,24 @@ def _clipped_points(points: np.ndarray, width: int | None, height: int | None) -
     """Landmarks as reported: inside the image, like the box (alignment used the unclipped ones)."""
     hi = np.array([width or np.inf, height or np.inf])
     return [(float(x), float(y)) for x, y in np.clip(points, 0, hi)]
+
+
+def make_face(aligned: AlignedFace, age: float, interval: tuple[float, float], p_female: float,
+              width: int | None, height: int | None) -> Face:
+    """A :class:`Face` from its detection and the model's numbers (``p_female`` NaN without a gender head)."""
+    det = aligned.detection
+    female = p_female >= 0.5
+    return Face(
+        box=det.box,
+        score=det.score,
+        landmarks=_clipped_points(det.landmarks, width, height),
+        age=age,
+        age_interval=interval,
+        age_group=age_group(age),
+        gender=None if np.isnan(p_female) else ("female" if female else "male"),
+        gender_probability=None if np.isnan(p_female) else (p_female if female else 1.0 - p_female),
+        fallback=aligned.fallback,
+    )
 
 
 @dataclass
@@ -166,20 +187,8 @@ class FaceAnalyzer:
         k = 0
         for item in staged:
             for face in item.faces:
-                det = face.detection
-                pf = float(p_female[k])
-                female = pf >= 0.5
-                item.result.faces.append(Face(
-                    box=det.box,
-                    score=det.score,
-                    landmarks=_clipped_points(det.landmarks, item.result.width, item.result.height),
-                    age=float(age[k]),
-                    age_interval=(float(low[k]), float(high[k])),
-                    age_group=age_group(float(age[k])),
-                    gender=None if np.isnan(pf) else ("female" if female else "male"),
-                    gender_probability=None if np.isnan(pf) else (pf if female else 1.0 - pf),
-                    fallback=face.fallback,
-                ))
+                item.result.faces.append(make_face(face, float(age[k]), (float(low[k]), float(high[k])),
+                                                   float(p_female[k]), item.result.width, item.result.height))
                 k += 1
         return [item.result for item in staged]
 
@@ -262,6 +271,19 @@ class FaceAnalyzer:
             ValueError: ``channels`` is neither "rgb" nor "bgr".
         """
         return list(self.iter_analyze(sources, names, progress, channels=channels))
+
+    def analyze_video(self, source: str | Path | int, **options: Any) -> VideoRun:
+        """Faces tracked through a video file, camera or stream, with stable per-track answers.
+
+        Shorthand for ``VideoAnalyzer(self, **options).run(source)`` (needs the ``video`` extra); see
+        :class:`facial_demographics.video.VideoAnalyzer` for the options and what is yielded.
+
+        Raises:
+            VideoError: the source cannot be opened, has no video, or no frame of it can be decoded.
+        """
+        from .video import VideoAnalyzer
+
+        return VideoAnalyzer(self, **options).run(source)
 
 
 def _check_channels(channels: str) -> None:

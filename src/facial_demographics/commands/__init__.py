@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import analyze, evaluate, train
+from . import analyze, evaluate, train, video
 from .data import data_app
 from .serve import make_serve_command
 
@@ -52,5 +52,6 @@ app.command("serve")(make_serve_command())
 app.command()(train.train)
 app.command()(train.export)
 app.command("compare-runs")(train.compare_runs)
+app.command()(video.video)
 
 __all__ = ["app"]

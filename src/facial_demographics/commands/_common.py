@@ -72,7 +72,8 @@ def progress_bar(description: str, total: int, line: str = "{description}: {done
 
 _DATA_MODULES = ("pandas", "pyarrow", "scipy", "matplotlib", "skimage")
 _EXTRAS = {"data": _DATA_MODULES, "train": ("torch", "kornia", "onnx", *_DATA_MODULES),  # train pulls in data
-           "serve": ("fastapi", "uvicorn", "multipart"), "distributed": ("ray",)}
+           "serve": ("fastapi", "uvicorn", "multipart"), "distributed": ("ray",),
+           "video": ("av", "trackers")}
 
 
 def need_extra(extra: str) -> None:

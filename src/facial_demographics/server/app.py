@@ -34,6 +34,7 @@ from ..types import ImageResult
 from .batching import MicroBatcher, QueueFullError
 from .budget import BudgetFullError, MemoryBudget
 from .errors import ApiError, install_error_handlers
+from .live import live_router
 from .protocol import HEADER_TIMEOUT_STATE
 from .schemas import AnalyzeResponse, ErrorResponse, HealthResponse, ImageOut, ModelInfo
 from .settings import ServerSettings
@@ -439,10 +440,15 @@ def _lifespan(service: _Service, analyzer: Analyzer | None) -> Any:
     return lifespan
 
 
+def _auth(settings: ServerSettings) -> list[Any]:
+    """The dependencies that guard ``/v1/*``: the API key check when one is set."""
+    return [Depends(_api_key_dependency(settings.api_key))] if settings.api_key else []
+
+
 def _api_router(service: _Service) -> APIRouter:
     """``/v1/analyze`` and ``/v1/model``, behind the API key when one is set."""
     settings = service.settings
-    auth = [Depends(_api_key_dependency(settings.api_key))] if settings.api_key else []
+    auth = _auth(settings)
     unauthorized: dict[int | str, dict[str, Any]] = (
         {401: {"model": ErrorResponse, "description": "Missing or wrong API key."}} if settings.api_key else {}
     )
@@ -513,4 +519,5 @@ def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | N
     app.add_middleware(SecurityHeaders)
     app.include_router(_api_router(service))
     _add_page_and_health(app, service)
+    app.include_router(live_router(lambda: service.runtime.analyzer, _auth(settings)))
     return app

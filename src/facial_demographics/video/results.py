@@ -1,0 +1,113 @@
+"""Typed results of video analysis: faces with track ids, per-track answers, one record per frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..labels import age_group
+from ..types import Face
+
+
+def _r(value: float, digits: int = 2) -> float:
+    return round(float(value), digits)
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """A face found in one analysed frame: this frame's own answer, and its track (None until confirmed)."""
+
+    face: Face
+    track_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The image schema of a face (``Face.to_dict``) plus ``track_id``."""
+        return {**self.face.to_dict(), "track_id": self.track_id}
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """One track's combined answer over the frames seen so far (final when the track has ended).
+
+    ``frames`` counts the analysed frames in which the face was found; ``box`` is its latest box.
+    """
+
+    track_id: int
+    first_frame: int
+    last_frame: int
+    first_time: float
+    last_time: float
+    frames: int
+    box: tuple[float, float, float, float]
+    age: float
+    age_interval: tuple[float, float]
+    gender: str | None
+    gender_probability: float | None
+
+    @property
+    def age_group(self) -> str:
+        return age_group(self.age)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A ``tracks.jsonl`` line: plain JSON types only."""
+        return {
+            "track_id": self.track_id,
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "first_time": _r(self.first_time, 3),
+            "last_time": _r(self.last_time, 3),
+            "frames": self.frames,
+            "age": _r(self.age),
+            "age_interval": [_r(v) for v in self.age_interval],
+            "age_group": self.age_group,
+            "gender": self.gender,
+            "gender_probability": None if self.gender_probability is None else _r(self.gender_probability, 4),
+        }
+
+    def answer_dict(self) -> dict[str, Any]:
+        """The running answer as shown with a frame: id, latest box and the combined age and gender."""
+        return {
+            "track_id": self.track_id,
+            "box": [_r(v) for v in self.box],
+            "frames": self.frames,
+            "age": _r(self.age),
+            "age_interval": [_r(v) for v in self.age_interval],
+            "age_group": self.age_group,
+            "gender": self.gender,
+            "gender_probability": None if self.gender_probability is None else _r(self.gender_probability, 4),
+        }
+
+    def as_face(self) -> Face:
+        """A :class:`Face` carrying the track's answer at its latest box (for drawing)."""
+        return Face(box=self.box, score=1.0, landmarks=[], age=self.age, age_interval=self.age_interval,
+                    age_group=self.age_group, gender=self.gender, gender_probability=self.gender_probability)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One decoded frame of the video.
+
+    ``analysed`` frames carry the faces found in them; the frames in between (``every``, ``max_fps``)
+    carry none, and their ``tracks`` are those of the last analysed frame, at their last boxes.
+    ``ended`` lists the tracks that were lost for good at this frame, with their final answers.
+    """
+
+    frame: int
+    time: float
+    analysed: bool
+    faces: tuple[TrackedFace, ...] = ()
+    tracks: tuple[TrackSummary, ...] = ()
+    ended: tuple[TrackSummary, ...] = ()
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # upright RGB
+
+    def to_dict(self) -> dict[str, Any]:
+        """A ``frames.jsonl`` line: frame, time, the faces (image schema plus ``track_id``) and the
+        running answers of the tracks seen in this frame."""
+        return {
+            "frame": self.frame,
+            "time": _r(self.time, 3),
+            "faces": [f.to_dict() for f in self.faces],
+            "tracks": [t.answer_dict() for t in self.tracks],
+        }
