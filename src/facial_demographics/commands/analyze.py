@@ -11,7 +11,17 @@ import typer
 
 from ..inputs import IMAGE_SUFFIXES, expand_inputs
 from ..output import OutputError, OutputFormat
-from ._common import EXIT_FAILED_ITEMS, EXIT_INTERRUPTED, EXIT_USAGE, ModelOption, err, progress_bar, user_errors
+from ._common import (
+    EXIT_FAILED_ITEMS,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Device,
+    DeviceOption,
+    ModelOption,
+    err,
+    progress_bar,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from ..output import ResultWriter
@@ -75,8 +85,10 @@ def analyze(
     landmarks: Annotated[bool, typer.Option(
         "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
     model: ModelOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 32,
+    # 16, not 32: the same faces/s, and 55 MiB less peak memory (README, "Speed and footprint").
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 16,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")] = None,
+    device: DeviceOption = Device.auto,
 ) -> None:
     """Estimate age and gender for every face in the given images.
 
@@ -97,7 +109,7 @@ def analyze(
         check_output(output)
         _prepare_annotate(annotate)
     with user_errors("Cannot load the model:"):
-        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
+        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads, device=device.value)
         analyzer.warm_up()
     with user_errors():
         writer = ResultWriter(fmt, open_output(output), landmarks=landmarks)
@@ -150,6 +162,7 @@ def demo(
         "out/demo.png"
     ),
     model: ModelOption = None,
+    device: DeviceOption = Device.auto,
 ) -> None:
     """The main job on the bundled defaults: analyse a real photo and write an annotated copy."""
     from PIL import Image
@@ -166,7 +179,7 @@ def demo(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(EXIT_FAILED_ITEMS) from exc
     with user_errors("Cannot load the model:"):
-        analyzer = FaceAnalyzer(model)
+        analyzer = FaceAnalyzer(model, device=device.value)
         analyzer.warm_up()
     result = analyzer.analyze(pixels, name=name)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from ..types import ImageResult
 from .batching import MicroBatcher, QueueFullError
 from .budget import BudgetFullError, MemoryBudget
 from .errors import ApiError, install_error_handlers
+from .models_route import models_router
 from .protocol import HEADER_TIMEOUT_STATE
 from .schemas import AnalyzeResponse, ErrorResponse, HealthResponse, ImageOut, ModelInfo
 from .settings import ServerSettings
@@ -135,7 +136,8 @@ def load_analyzer(settings: ServerSettings) -> Analyzer:
     """
     from ..pipeline import FaceAnalyzer
 
-    analyzer = FaceAnalyzer(model=settings.model, max_pixels=settings.max_pixels, batch_size=settings.batch_size)
+    analyzer = FaceAnalyzer(model=settings.model, max_pixels=settings.max_pixels, batch_size=settings.batch_size,
+                            device=settings.device)
     analyzer.warm_up()
     return analyzer
 
@@ -466,6 +468,7 @@ def _api_router(service: _Service) -> APIRouter:
             raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
         return ModelInfo.model_validate(service.runtime.analyzer.manifest)
 
+    api.include_router(models_router(settings.model))  # GET /v1/models
     return api
 
 
