@@ -74,7 +74,7 @@ def resolve(model: str | Path | None) -> Path:
         return entry.path
     path = Path(model)
     if not path.exists():
-        raise BundleError(f"{model}: no such model bundle directory, and not a model name "
+        raise BundleError(f"{model}: not a model bundle (no such directory) and not a model name "
                           f"(known: {', '.join(ENTRIES)})")
     return path
 
