@@ -64,6 +64,10 @@ class FaceAnalyzer:
 
     The ONNX graphs load on the first call (or at :meth:`warm_up`); a model bundle that ONNX Runtime
     cannot use raises :class:`~facial_demographics.model.BundleError` there.
+
+    ``model`` is a registry name (``"default"``, ``"fast"``, ``"fp32"``; see :mod:`.registry`), a bundle
+    directory, a loaded bundle or model, or None (the default); ``device`` is "auto", "cpu" or "cuda"
+    (:func:`~facial_demographics.runtime.make_session`).
     """
 
     def __init__(

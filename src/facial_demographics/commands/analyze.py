@@ -85,7 +85,7 @@ def analyze(
     landmarks: Annotated[bool, typer.Option(
         "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
     model: ModelOption = None,
-    # 16, not 32: the same faces/s, and 55 MiB less peak memory (README, "Speed and footprint").
+    # 16, not 32: the same CPU time and about 45 MiB less peak memory (README, "Speed and footprint").
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 16,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")] = None,
     device: DeviceOption = Device.auto,

@@ -1,4 +1,4 @@
-"""``train``, ``export`` and ``compare-runs``: training your own models."""
+"""``train`` and ``compare-runs``: training your own models (``export`` is in :mod:`.export`)."""
 
 from __future__ import annotations
 
