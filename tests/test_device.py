@@ -80,6 +80,7 @@ def test_cli_device_cuda_exits_2_with_one_line(tiny_bundle: Path, astronaut_path
     result = CliRunner().invoke(app, ["analyze", str(astronaut_path), "-m", str(tiny_bundle), "--device", "cuda"])
     assert result.exit_code == 2
     assert "no CUDA provider" in result.output and "Traceback" not in result.output
+    assert "pip install 'facial-demographics[gpu]'" in result.output
     result = CliRunner().invoke(app, ["analyze", str(astronaut_path), "-m", str(tiny_bundle), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(app, ["analyze", str(astronaut_path), "--device", "gpu"])

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import UserError
 from ..progress import Advance
@@ -48,7 +49,7 @@ def user_errors(prefix: str = "error:") -> Iterator[None]:
     try:
         yield
     except (UserError, FileNotFoundError) as exc:
-        err.print(f"[red]{prefix}[/red] {exc}", highlight=False)
+        err.print(f"[red]{prefix}[/red] {escape(str(exc))}", highlight=False)  # "[gpu]" is not markup
         raise typer.Exit(EXIT_USAGE) from None
 
 
