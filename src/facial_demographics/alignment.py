@@ -44,8 +44,12 @@ class AlignmentConfig:
     size: int = 112
     margin: float = 0.0
     template: str = "utkface5"
-    # Cropped-dataset mode: padding added on every side before detection, as a share of the side.
-    canvas_pad: float = 0.25
+    # Cropped-dataset mode (``--cropped`` and the training cache): padding added on every side before
+    # detection, as a share of the side, and the longest side the padded canvas is detected at (shrunk when
+    # larger). 0.2.0 used 0.25 and no limit (a 200 px crop: a 300 px canvas); 0.10 and 192 px take 45 % of
+    # that detection time at the same validation MAE (README, "Speed and footprint").
+    canvas_pad: float = 0.10
+    canvas_side: int | None = 192
     single_score_threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -53,6 +57,8 @@ class AlignmentConfig:
             raise InvalidValueError(f"alignment size must be at least 16, got {self.size}")
         if not 0.0 <= self.margin <= 2.0:
             raise InvalidValueError(f"alignment margin must be in [0, 2], got {self.margin}")
+        if self.canvas_side is not None and self.canvas_side < 32:
+            raise InvalidValueError(f"canvas_side must be at least 32, got {self.canvas_side}")
         if self.template not in TEMPLATES:
             raise InvalidValueError(f"unknown alignment template {self.template!r} (known: {sorted(TEMPLATES)})")
 
@@ -144,15 +150,21 @@ def best_face(detections: list[Detection], width: int, height: int) -> Detection
 def padded_canvas_detections(
     image: np.ndarray, detector: FaceDetector, config: AlignmentConfig | None = None
 ) -> list[Detection]:
-    """Detect on a padded canvas (faces filling a crop are too tight for the anchors otherwise)."""
+    """Detect on a padded canvas (faces filling a crop are too tight for the anchors otherwise), shrunk to
+    ``config.canvas_side`` at most; boxes and landmarks come back in ``image`` pixels."""
     cfg = config or AlignmentConfig()
     canvas, pad = _pad_canvas(image, cfg.canvas_pad)
+    scale = 1.0
+    if cfg.canvas_side is not None and max(canvas.shape[:2]) > cfg.canvas_side:
+        scale = cfg.canvas_side / max(canvas.shape[:2])
+        size = (max(1, round(canvas.shape[1] * scale)), max(1, round(canvas.shape[0] * scale)))
+        canvas = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA)
     found = detector.detect(canvas)
     return [
         Detection(
-            box=(d.box[0] - pad, d.box[1] - pad, d.box[2] - pad, d.box[3] - pad),
+            box=tuple(v / scale - pad for v in d.box),  # type: ignore[arg-type]
             score=d.score,
-            landmarks=(d.landmarks - pad).astype(np.float32),
+            landmarks=(d.landmarks / scale - pad).astype(np.float32),
         )
         for d in found
         if d.score >= cfg.single_score_threshold

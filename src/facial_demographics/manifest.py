@@ -23,6 +23,8 @@ from .errors import UserError
 
 FORMAT_VERSION = 1
 AGE_HEAD_TYPES = ("distribution", "buckets", "regression")
+#: Numeric precision of a bundle's graph: "fp32" (as exported from training) or "int8" (static quantisation).
+PRECISIONS = ("fp32", "int8")
 
 
 class BundleError(UserError, ValueError):
@@ -210,7 +212,11 @@ class GenderHead:
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """A validated manifest. ``source`` keeps the document as written (provenance, licence, metrics)."""
+    """A validated manifest. ``source`` keeps the document as written (provenance, licence, metrics).
+
+    ``precision`` and ``tta_flip`` are optional in the document (bundles before 0.3 have neither): a
+    missing ``precision`` is "fp32", a missing ``tta_flip`` is read from ``training.tta_flip``.
+    """
 
     name: str
     version: str
@@ -220,6 +226,8 @@ class BundleSpec:
     gender: GenderHead | None
     sha256: Mapping[str, str]
     source: Mapping[str, Any]
+    precision: str = "fp32"
+    tta_flip: bool | None = None  # whether the graph averages each face with its mirror image
 
     @classmethod
     def parse(cls, manifest: Mapping[str, Any]) -> BundleSpec:
@@ -243,7 +251,14 @@ class BundleSpec:
             raise BundleError(f"manifest: alignment: {exc}") from None
         age, gender = AgeHead.parse(manifest), GenderHead.parse(manifest)
         sha = _require(manifest, "sha256", dict)
-        return cls(name, version, spec_input, alignment, age, gender, dict(sha), copy.deepcopy(dict(manifest)))
+        precision = manifest.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            raise BundleError(f"manifest: precision must be one of {PRECISIONS}, got {precision!r}")
+        tta = manifest.get("tta_flip", (manifest.get("training") or {}).get("tta_flip"))
+        if tta is not None and not isinstance(tta, bool):
+            raise BundleError(f"manifest: tta_flip must be true or false, got {tta!r}")
+        return cls(name, version, spec_input, alignment, age, gender, dict(sha), copy.deepcopy(dict(manifest)),
+                   precision, tta)
 
     def with_age(self, age: AgeHead) -> BundleSpec:
         return dataclasses.replace(self, age=age)

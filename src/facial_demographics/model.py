@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from .alignment import AlignmentConfig
+from .errors import UserError
 from .manifest import FORMAT_VERSION, BundleError, BundleSpec, validate_manifest
-from .runtime import cpu_session
+from .registry import resolve
+from .runtime import check_device, make_session
 
 __all__ = ["FORMAT_VERSION", "BundleError", "BundleSpec", "ModelBundle", "AgeGenderModel", "Prediction",
            "validate_manifest", "write_bundle", "sha256_file", "default_bundle_path"]
@@ -38,8 +40,8 @@ def sha256_file(path: Path) -> str:
 
 
 def default_bundle_path() -> Path:
-    """The model shipped inside the package."""
-    return Path(__file__).parent / "models" / "default"
+    """The model shipped inside the package (the registry's ``default``)."""
+    return resolve(None)
 
 
 def write_bundle(out_dir: str | Path, onnx_path: str | Path, manifest: dict[str, Any]) -> Path:
@@ -64,12 +66,14 @@ class ModelBundle:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ModelBundle:
-        """Read, validate and hash-check a bundle (``None``: the bundled default model).
+        """Read, validate and hash-check a bundle: a registry name (``"default"``, ``"fast"``, ...; ``None``
+        is the default) or a directory (see :mod:`~facial_demographics.registry`).
 
         Raises:
-            BundleError: missing files, invalid JSON, a bad manifest key or a graph whose sha256 differs.
+            BundleError: an unknown or uninstalled name, missing files, invalid JSON, a bad manifest key or
+                a graph whose sha256 differs.
         """
-        root = Path(path) if path is not None else default_bundle_path()
+        root = resolve(path)
         if root.is_file() and root.name == MANIFEST:
             root = root.parent
         manifest_path, graph = root / MANIFEST, root / GRAPH
@@ -161,12 +165,13 @@ class AgeGenderModel:
     """
 
     def __init__(self, bundle: ModelBundle | str | Path | None = None, *, threads: int | None = None,
-                 interval: float = 0.8) -> None:
+                 interval: float = 0.8, device: str = "auto") -> None:
         self.bundle = bundle if isinstance(bundle, ModelBundle) else ModelBundle.load(bundle)
         if not 0.0 < interval < 1.0:
             raise ValueError(f"interval must be in (0, 1), got {interval}")
         self.interval = interval
         self.threads = threads
+        self.device = check_device(device)
         self._session: Any = None
         self._lock = threading.Lock()
 
@@ -194,7 +199,9 @@ class AgeGenderModel:
     def _load_session(self) -> Any:
         graph = self.bundle.graph_path
         try:
-            session = cpu_session(str(graph), self.threads)
+            session = make_session(str(graph), self.threads, self.device)
+        except UserError:
+            raise
         except Exception as exc:  # ONNX Runtime raises its own classes (InvalidProtobuf, Fail, ...)
             raise BundleError(f"{graph}: ONNX Runtime cannot load the graph ({_first_line(exc)})") from None
         _check_graph_matches(session, self.bundle.spec, graph)
@@ -208,15 +215,19 @@ class AgeGenderModel:
         return session
 
     def to_input(self, faces: np.ndarray) -> np.ndarray:
-        """uint8 (N, S, S, 3) RGB → the graph's float32 NCHW input."""
+        """uint8 (N, S, S, 3) RGB → the graph's float32 NCHW input, made in one allocation."""
         size = self.bundle.input_size
         if faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
             raise ValueError(f"expected faces of shape (N, {size}, {size}, 3), got {faces.shape}")
         low, high = self.bundle.spec.input.low, self.bundle.spec.input.high
-        x = faces.astype(np.float32).transpose(0, 3, 1, 2)
+        # Cast and transpose in one pass into the output (astype + transpose + ascontiguousarray made
+        # two float copies of the batch); scaling, when needed, works in place.
+        x = np.empty((len(faces), 3, size, size), np.float32)
+        np.copyto(x, faces.transpose(0, 3, 1, 2), casting="unsafe")
         if (low, high) != (0, 255):
-            x = x * ((high - low) / 255.0) + low
-        return np.ascontiguousarray(x)
+            x *= (high - low) / 255.0
+            x += low
+        return x
 
     def raw(self, faces: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's outputs by name."""

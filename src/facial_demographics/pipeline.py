@@ -86,6 +86,10 @@ class FaceAnalyzer:
 
     The ONNX graphs load on the first call (or at :meth:`warm_up`); a model bundle that ONNX Runtime
     cannot use raises :class:`~facial_demographics.model.BundleError` there.
+
+    ``model`` is a registry name (``"default"``, ``"fast"``, ``"fp32"``; see :mod:`.registry`), a bundle
+    directory, a loaded bundle or model, or None (the default); ``device`` is "auto", "cpu" or "cuda"
+    (:func:`~facial_demographics.runtime.make_session`).
     """
 
     def __init__(
@@ -99,11 +103,12 @@ class FaceAnalyzer:
         interval: float = 0.8,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         io_workers: int | None = None,
+        device: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model = model if isinstance(model, AgeGenderModel) else AgeGenderModel(
-            model, threads=threads, interval=interval
+            model, threads=threads, interval=interval, device=device
         )
         self.alignment = self.model.bundle.alignment
         self.io_workers = io_workers or (os.cpu_count() or 1)
@@ -115,10 +120,10 @@ class FaceAnalyzer:
             own_threads = threads or (1 if self.io_workers > 1 else None)
             if cropped:  # one pass, exactly as the training cache was built (unless a config is given),
                 # and weaker detections accepted before falling back: we know a face is there
-                base = detector or DetectorConfig.single_scale(threads=own_threads)
+                base = detector or DetectorConfig.single_scale(threads=own_threads, device=device)
                 cfg = replace(base, score_threshold=self.alignment.single_score_threshold)
             else:
-                cfg = detector or DetectorConfig(threads=own_threads)
+                cfg = detector or DetectorConfig(threads=own_threads, device=device)
             self.detector = FaceDetector(cfg)
         self.cropped = cropped
         self.batch_size = batch_size

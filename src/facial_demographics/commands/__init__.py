@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import analyze, evaluate, train, video
+from . import analyze, evaluate, export, models, train, video
 from .data import data_app
 from .serve import make_serve_command
 
@@ -50,7 +50,8 @@ app.command("evaluate-detection")(evaluate.evaluate_detection)
 app.command()(evaluate.robustness)
 app.command("serve")(make_serve_command())
 app.command()(train.train)
-app.command()(train.export)
+app.command()(export.export)
+app.command("models")(models.models)
 app.command("compare-runs")(train.compare_runs)
 app.command()(video.video)
 

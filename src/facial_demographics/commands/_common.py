@@ -7,20 +7,34 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from enum import Enum
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import UserError
 from ..progress import Advance
+from ..runtime import DEVICES
 
 err = Console(stderr=True, soft_wrap=True)
 
-ModelOption = Annotated[
-    Path | None, typer.Option("--model", "-m", help="Model bundle directory (default: the bundled model).")
-]
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", "-m", metavar="NAME|PATH",
+    help="default | fast | fp32 | seed (see 'facial-demographics models'), or a model bundle directory.")]
+class Device(str, Enum):
+    """``--device`` values (runtime.DEVICES)."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+assert tuple(d.value for d in Device) == DEVICES
+DeviceOption = Annotated[Device, typer.Option(
+    "--device", envvar="FD_DEVICE",
+    help="Where the networks run: auto = a CUDA GPU when onnxruntime-gpu and a GPU are present, else the CPU.")]
 
 #: Exit codes: 1 = some inputs failed (reported per item), 2 = bad usage or an expected failure, 130 = Ctrl-C.
 EXIT_FAILED_ITEMS, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -35,7 +49,7 @@ def user_errors(prefix: str = "error:") -> Iterator[None]:
     try:
         yield
     except (UserError, FileNotFoundError) as exc:
-        err.print(f"[red]{prefix}[/red] {exc}", highlight=False)
+        err.print(f"[red]{prefix}[/red] {escape(str(exc))}", highlight=False)  # "[gpu]" is not markup
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -72,8 +86,8 @@ def progress_bar(description: str, total: int, line: str = "{description}: {done
 
 _DATA_MODULES = ("pandas", "pyarrow", "scipy", "matplotlib", "skimage")
 _EXTRAS = {"data": _DATA_MODULES, "train": ("torch", "kornia", "onnx", *_DATA_MODULES),  # train pulls in data
-           "serve": ("fastapi", "uvicorn", "multipart"), "distributed": ("ray",),
-           "video": ("av", "trackers")}
+           "quantize": ("onnx", *_DATA_MODULES), "serve": ("fastapi", "uvicorn", "multipart"),
+           "distributed": ("ray",), "video": ("av", "trackers")}
 
 
 def need_extra(extra: str) -> None:

@@ -16,6 +16,8 @@ from ._common import (
     EXIT_FAILED_ITEMS,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    Device,
+    DeviceOption,
     ModelOption,
     err,
     need_extra,
@@ -91,9 +93,11 @@ def analyze(
     landmarks: Annotated[bool, typer.Option(
         "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
     model: ModelOption = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 32,
+    # 16, not 32: the same CPU time and about 45 MiB less peak memory (README, "Speed and footprint").
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Faces per model batch.")] = 16,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="ONNX Runtime threads (--engine ray: CPUs per actor, default 1).")] = None,
+    device: DeviceOption = Device.auto,
     paths_from: Annotated[list[str] | None, typer.Option(
         "--paths-from", help="A text file (or URI) naming one input per line; repeatable.")] = None,
     engine: Annotated[Engine, typer.Option("--engine", help="local, or ray: a Ray cluster (Ray Data).")] = Engine.local,
@@ -135,7 +139,7 @@ def analyze(
         check_output(output)
         _prepare_annotate(annotate)
     with user_errors("Cannot load the model:"):
-        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads)
+        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads, device=device.value)
         analyzer.warm_up()
     with user_errors():
         writer = ResultWriter(fmt, open_output(output), landmarks=landmarks)
@@ -181,7 +185,7 @@ def _analyze_into(
 
 
 def _analyze_on_ray(paths: list[str], paths_from: list[str], output: Path | None, fmt: OutputFormat,
-                    recursive: bool, annotate: Path | None, model: Path | None, cropped: bool, batch_size: int,
+                    recursive: bool, annotate: Path | None, model: str | None, cropped: bool, batch_size: int,
                     threads: int | None, address: str | None, actors: int | None, resume: bool) -> None:
     """``analyze --engine ray``: always exits (the body is commands/analyze_ray.py)."""
     need_extra("distributed")
@@ -205,6 +209,7 @@ def demo(
         "out/demo.png"
     ),
     model: ModelOption = None,
+    device: DeviceOption = Device.auto,
 ) -> None:
     """The main job on the bundled defaults: analyse a real photo and write an annotated copy."""
     from PIL import Image
@@ -221,7 +226,7 @@ def demo(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(EXIT_FAILED_ITEMS) from exc
     with user_errors("Cannot load the model:"):
-        analyzer = FaceAnalyzer(model)
+        analyzer = FaceAnalyzer(model, device=device.value)
         analyzer.warm_up()
     result = analyzer.analyze(pixels, name=name)
     out.parent.mkdir(parents=True, exist_ok=True)

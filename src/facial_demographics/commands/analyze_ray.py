@@ -144,6 +144,6 @@ class NoInputs(UserError, ValueError):
     """Nothing to analyse in the given paths."""
 
 
-def ray_spec(model: Path | None, cropped: bool, batch_size: int, threads: int | None) -> AnalyzerSpec:
+def ray_spec(model: str | None, cropped: bool, batch_size: int, threads: int | None) -> AnalyzerSpec:
     """The actors' analyser from ``analyze``'s options (``--threads``: CPUs per actor, default 1)."""
     return spec_for(model, cropped=cropped, batch_size=batch_size, threads=threads or 1)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from ._common import ModelOption, err, need_extra, progress_bar, user_errors
+from ._common import Device, DeviceOption, ModelOption, err, need_extra, progress_bar, user_errors
 
 if TYPE_CHECKING:
     from ..evaluation.evaluate import EvaluationRun
@@ -43,10 +43,12 @@ def evaluate(
     cropped: Annotated[bool, typer.Option("--cropped", help="Each image is one cropped face (UTKFace).")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for predictions.csv, metrics.json, report.html.")] = Path(
         "out/evaluation"),
-    compare: Annotated[list[Path] | None, typer.Option(
-        "--compare", help="Another bundle to evaluate on the same images (repeat for more).")] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", metavar="NAME|PATH",
+        help="Another model (name or bundle) to evaluate on the same images (repeat for more).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded random sample of N images.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
+    device: DeviceOption = Device.auto,
 ) -> None:
     """Evaluate a model on a labelled split: accuracy, fairness and trust, in a self-contained report."""
     need_extra("data")
@@ -54,7 +56,7 @@ def evaluate(
 
     with user_errors():
         run = evaluate_dataset(dataset, model, split, split_file, cropped, out, limit, fmt, compare,
-                               progress=progress_bar)
+                               device=device.value, progress=progress_bar)
     _print_evaluation(run)
 
 
@@ -73,6 +75,7 @@ def evaluate_detection(
         "--pixel-budget", min=1024, help="Pixels of the main detection pass (more: smaller faces, slower).")] = None,
     single_scale: Annotated[bool, typer.Option(
         "--single-scale", help="The 0.2.0 detector: one pass at 960 px at most, for comparison.")] = False,
+    device: DeviceOption = Device.auto,
 ) -> None:
     """Measure the face detector on generated scenes: recall by face size, duplicates, false faces, time."""
     need_extra("data")
@@ -82,6 +85,7 @@ def evaluate_detection(
     with user_errors():
         overrides: dict[str, Any] = {k: v for k, v in (("score_threshold", score_threshold),
                                                          ("pixel_budget", pixel_budget)) if v is not None}
+        overrides["device"] = device.value
         config = DetectorConfig.single_scale(**overrides) if single_scale else DetectorConfig(**overrides)
         settings = BenchmarkSettings(scenes=scenes, seed=seed, pool_size=pool)
         err.print("choosing development faces…", highlight=False)
@@ -103,14 +107,16 @@ def _robustness_table(run: RobustnessRun) -> Table:
 
 
 def robustness(
-    model: Annotated[list[Path] | None, typer.Option(
-        "--model", "-m", help="Model bundle (repeat to compare; default: the bundled model).")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", metavar="NAME|PATH",
+        help="Model name or bundle (repeat to compare; default: the bundled default model).")] = None,
     cache: Annotated[Path, typer.Option("--cache", help="Aligned-face cache at the model's input size.")] = Path(
         "cache/utkface-112"),
     split_file: Annotated[Path, typer.Option("--split-file", help="key,split CSV.")] = Path("splits/utkface.csv"),
     split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded random sample of N faces.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write robustness.json and robustness.png here.")] = None,
+    device: DeviceOption = Device.auto,
 ) -> None:
     """How far ages and genders move under JPEG, blur, low resolution, sharpening and noise."""
     need_extra("data")
@@ -118,7 +124,7 @@ def robustness(
 
     with user_errors(), err.status("robustness") as status:
         run = run_robustness(model or [None], cache, split_file, split, limit, out,
-                             progress=lambda s: status.update(f"robustness: {s}"))
+                             progress=lambda s: status.update(f"robustness: {s}"), device=device.value)
     err.print(_robustness_table(run))
     if run.written:
         err.print(f"wrote {' and '.join(str(p) for p in run.written)}")

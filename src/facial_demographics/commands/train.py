@@ -1,4 +1,4 @@
-"""``train``, ``export`` and ``compare-runs``: training your own models."""
+"""``train`` and ``compare-runs``: training your own models (``export`` is in :mod:`.export`)."""
 
 from __future__ import annotations
 
@@ -38,32 +38,6 @@ def train(
     typer.echo(f"done: best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}; checkpoints "
                f"{result.best_checkpoint} and {result.last_checkpoint}; curves, metrics and steps.csv in "
                f"{result.run_dir}" + (f" ({nproc} processes)" if nproc > 1 else ""))
-
-
-def export(
-    ckpt: Annotated[Path, typer.Argument(help="A training checkpoint (best.pt or last.pt).")],
-    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
-    cache: Annotated[Path | None, typer.Option(
-        "--cache", help="Aligned-face cache: faces for the parity check and interval calibration.")] = None,
-    split: Annotated[Path, typer.Option(
-        "--split", help="Split CSV whose val part calibrates the age interval.")] = Path("splits/utkface.csv"),
-    calibrate: Annotated[bool, typer.Option(
-        help="Fit the age-interval temperature on the validation split (needs --cache).")] = True,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
-) -> None:
-    """Export a checkpoint to an ONNX model bundle and check it against torch on real faces."""
-    need_extra("train")
-    from ..training.calibrate import calibrate_bundle
-    from ..training.export import export_bundle
-
-    with user_errors():
-        report = export_bundle(ckpt, out, cache=cache, opset=opset)
-        typer.echo(f"exported {report.bundle} ({report.onnx_bytes / 1e6:.2f} MB); max |torch - onnxruntime| on "
-                   f"{report.faces} faces: {report.max_abs_diff:.2e}")
-        if calibrate and cache is not None:
-            cal = calibrate_bundle(report.bundle, cache, split)
-            typer.echo(f"age interval calibrated on {cal.faces} validation faces: temperature {cal.temperature:g}, "
-                       f"coverage {cal.coverage_before:.3f} -> {cal.coverage_after:.3f}")
 
 
 def compare_runs(

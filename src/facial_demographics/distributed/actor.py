@@ -128,6 +128,9 @@ def unpack(result: bytes) -> ImageResult:
 
 
 def spec_for(model: str | Path | None, **fields: Any) -> AnalyzerSpec:
-    """An :class:`AnalyzerSpec` with the model as an absolute path string (actors may start elsewhere)."""
+    """An :class:`AnalyzerSpec` with the model as an absolute path string (actors may start elsewhere);
+    a registry name (``fast``) becomes the installed bundle's directory."""
+    from ..registry import resolve
+
     spec = AnalyzerSpec(**fields)
-    return replace(spec, model=None if model is None else str(Path(model).resolve()))
+    return replace(spec, model=None if model is None else str(resolve(model).resolve()))

@@ -28,6 +28,7 @@ from facial_demographics.evaluation.report import ModelEvaluation, ReportContext
 from facial_demographics.labels import GENDER_LABELS
 from facial_demographics.model import ModelBundle
 from facial_demographics.progress import ProgressFactory, no_progress
+from facial_demographics.registry import ModelRef
 from facial_demographics.types import ImageResult
 
 #: Columns of predictions.csv, in order.
@@ -141,7 +142,7 @@ def prediction_row(record: Record, result: ImageResult) -> dict[str, Any]:
     }
 
 
-def model_info(manifest: dict[str, Any], path: Path | None) -> dict[str, Any]:
+def model_info(manifest: dict[str, Any], path: ModelRef) -> dict[str, Any]:
     """Name, version and graph sha256 from a bundle manifest (the ``model`` key of metrics.json)."""
     sha = manifest.get("sha256", {})
     return {
@@ -152,13 +153,13 @@ def model_info(manifest: dict[str, Any], path: Path | None) -> dict[str, Any]:
     }
 
 
-def run_model(records: Sequence[Record], model: Path | None, *, cropped: bool,
-              progress: ProgressFactory = no_progress, batch_size: int = 32
+def run_model(records: Sequence[Record], model: ModelRef, *, cropped: bool,
+              progress: ProgressFactory = no_progress, batch_size: int = 32, device: str = "auto",
               ) -> tuple[pd.DataFrame, dict[str, Any], float]:
     """Predictions frame, model info and nominal interval level for one model over ``records``."""
     from facial_demographics.pipeline import FaceAnalyzer
 
-    analyzer = FaceAnalyzer(model=model, cropped=cropped, batch_size=batch_size)
+    analyzer = FaceAnalyzer(model=model, cropped=cropped, batch_size=batch_size, device=device)
     info = model_info(analyzer.manifest, model)
     read_errors: dict[int, str] = {}
     with progress(f"{info['name']} {info['version']}", len(records)) as advance:
@@ -216,28 +217,30 @@ class EvaluationRun:
     report: Path
 
 
-def _bundles(model: Path | Sequence[Path] | None, compare: Sequence[Path] | None) -> list[Path | None]:
-    models: list[Path | None]
+def _bundles(model: ModelRef | Sequence[str | Path], compare: Sequence[str | Path] | None) -> list[ModelRef]:
+    """The models to evaluate; strings stay strings so registry names ("fast") resolve (see registry)."""
+    models: list[ModelRef]
     if model is None:
         models = [None]
     elif isinstance(model, str | Path):
-        models = [Path(model)]
+        models = [model]
     else:
-        models = [Path(m) for m in model] or [None]
-    return models + [Path(m) for m in compare or ()]
+        models = list(model) or [None]
+    return models + list(compare or ())
 
 
 def evaluate_dataset(
     dataset: Path,
-    model: Path | Sequence[Path] | None = None,
+    model: ModelRef | Sequence[str | Path] = None,
     split: str = "test",
     split_file: Path | None = None,
     cropped: bool = False,
     out: Path = Path("out/evaluation"),
     limit: int | None = None,
     format: str | None = None,
-    compare: Sequence[Path] | None = None,
+    compare: Sequence[str | Path] | None = None,
     *,
+    device: str = "auto",
     n_resamples: int = 1000,
     seed: int = 0,
     gallery_size: int = 12,
@@ -266,7 +269,7 @@ def evaluate_dataset(
     interval = None
     labels: set[str] = set()
     for i, m in enumerate(models):
-        frame, info, interval = run_model(chosen.records, m, cropped=cropped, progress=progress)
+        frame, info, interval = run_model(chosen.records, m, cropped=cropped, progress=progress, device=device)
         metrics = compute_metrics(frame, n_resamples=n_resamples, seed=seed, min_group_size=min_group_size)
         metrics["model"] = info
         metrics["run"] = {"dataset": str(dataset), "format": chosen.format, "selection": chosen.note,

@@ -22,6 +22,7 @@ import numpy as np
 from ..datasets.cache import load_cache, split_faces
 from ..errors import InvalidValueError
 from ..model import AgeGenderModel
+from ..registry import ModelRef
 
 Perturbation = Callable[[np.ndarray], np.ndarray]  # uint8 HxWx3 RGB -> same shape
 
@@ -178,11 +179,11 @@ class RobustnessRun:
     written: list[Path]  # robustness.json and robustness.png when an output folder was given
 
 
-def _models_for(models: Sequence[Path | None], size: int) -> dict[str, AgeGenderModel]:
+def _models_for(models: Sequence[ModelRef], size: int, device: str = "auto") -> dict[str, AgeGenderModel]:
     """Each bundle by a short label; each must take faces of the cache's ``size``."""
     loaded: dict[str, AgeGenderModel] = {}
     for m in models:
-        model = AgeGenderModel(m)
+        model = AgeGenderModel(m, device=device)
         if model.bundle.input_size != size:
             raise InvalidValueError(f"{m or 'bundled model'}: takes {model.bundle.input_size} px faces, "
                                     f"the cache holds {size} px")
@@ -191,9 +192,9 @@ def _models_for(models: Sequence[Path | None], size: int) -> dict[str, AgeGender
     return loaded
 
 
-def run_robustness(models: Sequence[Path | None], cache_dir: Path, split_file: Path, split: str,
+def run_robustness(models: Sequence[ModelRef], cache_dir: Path, split_file: Path, split: str,
                    limit: int | None, out: Path | None, progress: Callable[[str], None] | None = None,
-                   ) -> RobustnessRun:
+                   device: str = "auto") -> RobustnessRun:
     """Load the split's cached faces and run every model under every perturbation.
 
     Args:
@@ -213,7 +214,7 @@ def run_robustness(models: Sequence[Path | None], cache_dir: Path, split_file: P
     if limit is not None and limit < len(faces):
         pick = np.sort(np.random.default_rng(0).choice(len(faces), limit, replace=False))
         faces, index = faces[pick], index.iloc[pick]
-    loaded = _models_for(models, cache.size)
+    loaded = _models_for(models, cache.size, device)
     ages = index["age"].to_numpy(dtype=np.float64)
     genders = index["gender"].to_numpy(dtype=np.float64)  # 0 male, 1 female, NaN unknown
     rows = robustness(loaded, faces, ages, genders, progress=progress)

@@ -35,6 +35,7 @@ from .batching import MicroBatcher, QueueFullError
 from .budget import BudgetFullError, MemoryBudget
 from .errors import ApiError, install_error_handlers
 from .live import live_router
+from .models_route import models_router
 from .protocol import HEADER_TIMEOUT_STATE
 from .schemas import AnalyzeResponse, ErrorResponse, HealthResponse, ImageOut, ModelInfo
 from .settings import ServerSettings
@@ -136,7 +137,8 @@ def load_analyzer(settings: ServerSettings) -> Analyzer:
     """
     from ..pipeline import FaceAnalyzer
 
-    analyzer = FaceAnalyzer(model=settings.model, max_pixels=settings.max_pixels, batch_size=settings.batch_size)
+    analyzer = FaceAnalyzer(model=settings.model, max_pixels=settings.max_pixels, batch_size=settings.batch_size,
+                            device=settings.device)
     analyzer.warm_up()
     return analyzer
 
@@ -472,6 +474,7 @@ def _api_router(service: _Service) -> APIRouter:
             raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
         return ModelInfo.model_validate(service.runtime.analyzer.manifest)
 
+    api.include_router(models_router(settings.model))  # GET /v1/models
     return api
 
 

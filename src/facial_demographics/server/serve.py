@@ -63,7 +63,8 @@ def serve_command(settings: ServerSettings, log_level: str = "info") -> None:
     else:
         from ..model import AgeGenderModel
 
-        AgeGenderModel(settings.model).warm_up()  # fail fast on a bad bundle before starting workers
+        # Fail fast on a bad bundle before starting workers.
+        AgeGenderModel(settings.model, device=settings.device).warm_up()
         os.environ[SETTINGS_ENV] = settings.to_json()
         target = f"{__name__}:app_from_env"
     uvicorn.run(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..imaging import DEFAULT_MAX_PIXELS
+from ..runtime import DEVICES
 
 #: Environment variable read when ``api_key`` is not given explicitly.
 API_KEY_ENV = "FD_API_KEY"
@@ -41,7 +41,10 @@ class ServerSettings:
     host: str = _setting("127.0.0.1", "Address to bind; other than loopback exposes the server.")
     port: int = _setting(8000, "TCP port.")
     workers: int = _setting(1, "Server processes (each loads the model).")
-    model: Path | None = _setting(None, "Model bundle directory (default: the bundled model).")
+    model: str | None = _setting(None, "Model: default | fast | fp32 | seed, or a bundle directory (GET /v1/models "
+                                 "lists them).")
+    device: str = _setting("auto", "Where the networks run: auto | cpu | cuda (auto: a CUDA GPU when "
+                           "onnxruntime-gpu and a GPU are present).")
     max_upload_bytes: int = _setting(10 * _MB, "Largest request body (all files together), in MB.",
                                      cli="max_upload_mb", scale=_MB)
     max_pixels: int = _setting(DEFAULT_MAX_PIXELS, "Largest image, in pixels (checked from the header).")
@@ -101,6 +104,8 @@ class ServerSettings:
         # So that every reservation fits the whole budget (a request's body is reserved from both).
         if not self.max_upload_bytes <= self.request_memory_bytes <= self.server_memory_bytes:
             raise SettingsError("need max_upload_bytes <= request_memory_bytes <= server_memory_bytes")
+        if self.device not in DEVICES:
+            raise SettingsError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.batch_wait_ms < 0:
             raise SettingsError(f"batch_wait_ms must not be negative, got {self.batch_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
@@ -134,7 +139,7 @@ class ServerSettings:
             kwargs[f.name] = value
         kwargs["api_key"] = kwargs.get("api_key") or os.environ.get(API_KEY_ENV) or None
         if kwargs.get("model") is not None:
-            kwargs["model"] = Path(kwargs["model"])
+            kwargs["model"] = str(kwargs["model"])  # a registry name or a path (see registry.resolve)
         if "cors_origins" in kwargs:
             kwargs["cors_origins"] = tuple(o.strip().rstrip("/") for o in kwargs["cors_origins"] if o.strip())
         return cls(**kwargs)
@@ -152,7 +157,5 @@ class ServerSettings:
         unknown = set(data) - known
         if unknown:
             raise SettingsError(f"unknown server settings: {sorted(unknown)}")
-        if data.get("model") is not None:
-            data["model"] = Path(data["model"])
         data["cors_origins"] = tuple(data.get("cors_origins") or ())
         return cls(**data)

@@ -1,0 +1,109 @@
+"""The model registry: ``--model default | fast | fp32 | seed | PATH`` in the library, the CLI and the server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facial_demographics import registry
+from facial_demographics.cli import app
+from facial_demographics.model import AgeGenderModel, BundleError, ModelBundle, default_bundle_path
+from facial_demographics.pipeline import FaceAnalyzer
+from facial_demographics.registry import ModelNotInstalledError, list_models, resolve, resolve_name
+from facial_demographics.server import ServerSettings, create_app, running_server
+
+from tests_support import copy_bundle
+
+
+def test_names_resolve_to_the_shipped_bundles() -> None:
+    assert resolve(None) == resolve("default") == default_bundle_path() == registry.MODELS_DIR / "default"
+    for name, precision, tta in (("default", "int8", True), ("fast", "int8", False), ("fp32", "fp32", True)):
+        spec = ModelBundle.load(name).spec
+        assert (spec.name, spec.precision, spec.tta_flip) == (name, precision, tta)
+    assert ModelBundle.load(None).spec.name == "default"
+
+
+def test_seed_is_known_but_not_installed() -> None:
+    with pytest.raises(ModelNotInstalledError, match="'seed' is not installed: .*--model PATH"):
+        ModelBundle.load("seed")
+    [seed] = [m for m in list_models() if m.name == "seed"]
+    assert not seed.installed and "train --config seed" in (seed.note or "")
+
+
+def test_unknown_name_and_paths(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BundleError, match="not a model name .*default, fast, fp32, seed"):
+        ModelBundle.load("fastest")
+    assert ModelBundle.load(str(tiny_bundle)).spec.name == "untrained-test"
+    assert ModelBundle.load(tiny_bundle).root == tiny_bundle
+    # A directory named like a model: the name wins for the string, "./fast" and Path objects are paths.
+    copy_bundle(tiny_bundle, tmp_path / "fast")
+    monkeypatch.chdir(tmp_path)
+    assert ModelBundle.load("fast").spec.name == "fast"
+    assert ModelBundle.load(f".{os.sep}fast").spec.name == "untrained-test"
+    assert ModelBundle.load(Path("fast")).spec.name == "untrained-test"
+    assert resolve_name("fast") == "fast" and resolve_name(None) == "default"
+    assert resolve_name(str(tmp_path / "fast")) is None
+    assert resolve_name(str(registry.MODELS_DIR / "fp32")) == "fp32"
+
+
+def test_fast_and_default_agree_on_the_astronaut(astronaut: np.ndarray) -> None:
+    faces = {name: FaceAnalyzer(name).analyze(astronaut).faces for name in ("default", "fast", "fp32")}
+    for name, [face] in faces.items():
+        assert face.gender == "female", name
+        assert 25 <= face.age <= 50, (name, face.age)
+    assert abs(faces["default"][0].age - faces["fp32"][0].age) < 1.5
+
+
+def test_list_models_reports_each_manifest() -> None:
+    rows = {m.name: m for m in list_models()}
+    assert list(rows) == ["default", "fast", "fp32", "seed"]
+    assert rows["fast"].installed and rows["fast"].precision == "int8" and rows["fast"].tta_flip is False
+    assert rows["fp32"].size_bytes and rows["default"].size_bytes
+    assert rows["default"].size_bytes < rows["fp32"].size_bytes / 3  # INT8: a quarter of the weights' bytes
+    comparison = rows["default"].metrics
+    assert comparison is not None and comparison["split"] == "val" and comparison["faces"] > 1000
+    assert abs(comparison["int8"]["mae"] - comparison["source"]["mae"]) <= 0.05  # the rule that made it default
+    assert abs(comparison["int8"]["gender_accuracy"] - comparison["source"]["gender_accuracy"]) <= 0.003
+
+
+def test_cli_model_names(tmp_path: Path) -> None:
+    from facial_demographics.commands.analyze import SAMPLE_PHOTO
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["analyze", str(SAMPLE_PHOTO), "-m", "fast", "-f", "jsonl"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout.splitlines()[0])["faces"][0]["gender"] == "female"
+    seed = runner.invoke(app, ["analyze", str(SAMPLE_PHOTO), "--model", "seed"])
+    assert seed.exit_code == 2
+    assert "model 'seed' is not installed" in seed.output and "Traceback" not in seed.output
+    listing = runner.invoke(app, ["models"])
+    assert listing.exit_code == 0
+    for name in ("default", "fast", "fp32", "seed"):
+        assert name in listing.stdout
+    assert "not shipped with this version" in listing.stdout
+
+
+def test_server_lists_models_and_serves_a_named_one() -> None:
+    settings = ServerSettings.create(model="fast")
+    analyzer = FaceAnalyzer(settings.model, batch_size=4)
+    with running_server(create_app(settings, analyzer=analyzer)) as url:
+        listing = httpx.get(f"{url}/v1/models", timeout=10)
+        model = httpx.get(f"{url}/v1/model", timeout=10)
+    assert listing.status_code == 200
+    body = listing.json()
+    assert body["loaded"] == "fast"
+    rows = {m["name"]: m for m in body["models"]}
+    assert rows["fast"]["loaded"] and not rows["default"]["loaded"]
+    assert rows["seed"]["installed"] is False and "not shipped" in rows["seed"]["note"]
+    assert rows["default"]["precision"] == "int8" and rows["fp32"]["precision"] == "fp32"
+    assert model.json()["name"] == "fast" and model.json()["precision"] == "int8"
+
+
+def test_model_keeps_its_device_choice() -> None:
+    assert AgeGenderModel("fast", device="cpu").device == "cpu"
