@@ -136,7 +136,7 @@ def test_int8_keeps_the_shipped_accuracy_on_real_faces(utkface_dir: Path, tmp_pa
     cache = prepare_cache(records, tmp_path / "cache", AlignmentConfig(size=112), workers=1)
     split = tmp_path / "split.csv"
     pd.DataFrame({"key": [r.key for r in records], "split": ["train"] * 24 + ["val"] * 24}).to_csv(split, index=False)
-    report = quantize_bundle(ModelBundle.load("fp32"), tmp_path / "q", cache.root, split, tta_flip=False,
+    report = quantize_bundle(ModelBundle.load("fp32"), tmp_path / "q", cache.path, split, tta_flip=False,
                              calibration_count=24)
     assert report.faces == 24 and report.calibration_split == "train" and not report.tta_flip
     assert abs(report.quantized.mae - report.reference.mae) < 1.0

@@ -33,7 +33,7 @@ from .. import __version__, imaging
 from ..types import ImageResult
 from .batching import MicroBatcher, QueueFullError
 from .budget import BudgetFullError, MemoryBudget
-from .errors import ApiError, install_error_handlers
+from .errors import ApiError, image_error_status, install_error_handlers
 from .live import live_router
 from .models_route import models_router
 from .protocol import HEADER_TIMEOUT_STATE
@@ -45,14 +45,6 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-# ImageError subclass → (HTTP status, error code); the base class maps to 422 invalid_image.
-_IMAGE_ERRORS: tuple[tuple[type[imaging.ImageError], int, str], ...] = (
-    (imaging.ImageTooLargeError, 413, "image_too_large"),
-    (imaging.EmptyImageError, 422, "empty_file"),
-    (imaging.TruncatedImageError, 422, "truncated_image"),
-    (imaging.NotAnImageError, 415, "not_an_image"),
-    (imaging.UnsupportedImageError, 415, "unsupported_format"),
-)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
@@ -192,9 +184,7 @@ def _api_key_dependency(expected: str) -> Any:
 
 
 def _image_error(upload: Upload, exc: imaging.ImageError) -> ApiError:
-    status, code = next(
-        ((s, c) for cls, s, c in _IMAGE_ERRORS if isinstance(exc, cls)), (422, "invalid_image")
-    )
+    status, code = image_error_status(exc)
     return ApiError(status, code, f"{upload.filename}: {exc.reason}", upload.filename)
 
 

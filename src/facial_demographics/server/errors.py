@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import imaging
 from .schemas import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -88,3 +89,18 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+# ImageError subclass → (HTTP status, error code); the base class maps to 422 invalid_image.
+_IMAGE_ERRORS: tuple[tuple[type[imaging.ImageError], int, str], ...] = (
+    (imaging.ImageTooLargeError, 413, "image_too_large"),
+    (imaging.EmptyImageError, 422, "empty_file"),
+    (imaging.TruncatedImageError, 422, "truncated_image"),
+    (imaging.NotAnImageError, 415, "not_an_image"),
+    (imaging.UnsupportedImageError, 415, "unsupported_format"),
+)
+
+
+def image_error_status(exc: imaging.ImageError) -> tuple[int, str]:
+    """The HTTP status and error code for an image that cannot be read (uploads and live frames alike)."""
+    return next(((s, c) for cls, s, c in _IMAGE_ERRORS if isinstance(exc, cls)), (422, "invalid_image"))

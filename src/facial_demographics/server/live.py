@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from .. import imaging
-from .errors import ApiError
+from .errors import ApiError, image_error_status
 from .schemas import ErrorResponse
 
 MAX_SESSIONS = 8
@@ -36,13 +36,6 @@ MAX_FRAME_PIXELS = 1920 * 1080
 LIVE_WORKERS = 2  # frames analysed at once across all sessions (the machine has few cores)
 FRAME_WAIT = 5.0  # seconds a frame may wait for a worker before 503
 
-_IMAGE_STATUS: tuple[tuple[type[imaging.ImageError], int, str], ...] = (
-    (imaging.ImageTooLargeError, 413, "image_too_large"),
-    (imaging.EmptyImageError, 422, "empty_file"),
-    (imaging.TruncatedImageError, 422, "truncated_image"),
-    (imaging.NotAnImageError, 415, "not_an_image"),
-    (imaging.UnsupportedImageError, 415, "unsupported_format"),
-)
 
 
 class SessionOut(BaseModel):
@@ -246,5 +239,5 @@ def _decode(body: bytes) -> Any:
     try:
         return imaging.read_image(body, max_pixels=MAX_FRAME_PIXELS, name="frame")
     except imaging.ImageError as exc:
-        status, code = next(((s, c) for cls, s, c in _IMAGE_STATUS if isinstance(exc, cls)), (422, "invalid_image"))
+        status, code = image_error_status(exc)
         raise ApiError(status, code, f"frame: {exc.reason}", "frame") from None

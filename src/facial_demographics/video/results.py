@@ -59,6 +59,12 @@ class TrackSummary:
             "first_time": _r(self.first_time, 3),
             "last_time": _r(self.last_time, 3),
             "frames": self.frames,
+            **self._answer(),
+        }
+
+    def _answer(self) -> dict[str, Any]:
+        """The combined age and gender, as both summaries show them."""
+        return {
             "age": _r(self.age),
             "age_interval": [_r(v) for v in self.age_interval],
             "age_group": self.age_group,
@@ -72,11 +78,7 @@ class TrackSummary:
             "track_id": self.track_id,
             "box": [_r(v) for v in self.box],
             "frames": self.frames,
-            "age": _r(self.age),
-            "age_interval": [_r(v) for v in self.age_interval],
-            "age_group": self.age_group,
-            "gender": self.gender,
-            "gender_probability": None if self.gender_probability is None else _r(self.gender_probability, 4),
+            **self._answer(),
         }
 
     def as_face(self) -> Face:

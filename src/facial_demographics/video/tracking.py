@@ -123,6 +123,10 @@ class FaceTracker:
         scores = np.array([d.score for d in found], dtype=np.float64)
         detections = sv.Detections(xyxy=boxes, confidence=scores, data={"index": np.arange(len(found))})
         tracked = self.tracker.update(detections, timestamp=time)
+        # A tracklet still without an id that missed its next frame was one stray detection, not a person.
+        # OC-SORT would keep it for the whole lost-track budget, and a person reappearing inside its box
+        # after an occlusion would then be matched to it (a new id) instead of to their own track.
+        self.tracker.tracks = [t for t in self.tracker.tracks if t.tracker_id >= 0 or t.time_since_update == 0]
         ids: dict[int, int] = {}
         if len(tracked) and tracked.tracker_id is not None:  # an empty result has no data columns
             ids = {int(i): int(t) for i, t in zip(tracked.data["index"], tracked.tracker_id, strict=True)}
