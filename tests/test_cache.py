@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from facial_demographics.alignment import AlignmentConfig
 from facial_demographics.cli import app
 from facial_demographics.datasets import cache as cache_module
-from facial_demographics.datasets.cache import load_cache, prepare_cache
+from facial_demographics.datasets.cache import load_cache, prepare_cache, resize_crop
 from facial_demographics.datasets.loader import load_dataset
-from facial_demographics.imaging import encode_jpeg
+from facial_demographics.imaging import encode_jpeg, read_image
 
 
 @pytest.fixture()
@@ -82,3 +82,64 @@ def test_prepare_command(small_dataset: Path, tmp_path: Path) -> None:
     assert "10 items seen" in result.stdout and "unreadable 2" in result.stdout
     assert load_cache(out).faces.shape == (10, 40, 40, 3)
     shutil.rmtree(out)
+
+
+def test_prepare_without_alignment_resizes_each_crop(small_dataset: Path, tmp_path: Path) -> None:
+    """--no-align: the report's input (UTKFace's own crops resized), in the cache format training reads."""
+    records = load_dataset(small_dataset).records
+    cache = prepare_cache(records, tmp_path / "raw", AlignmentConfig(size=198), workers=1, align=False)
+    assert cache.faces.shape == (10, 198, 198, 3)
+    status = cache.index.set_index("age")["status"].to_dict()
+    # No detector runs: the blank image is stored like any crop, unreadable files still keep their row.
+    assert status[40.0] == "ok" and status[50.0] == "unreadable" and status[60.0] == "unreadable"
+    assert cache.index["det_score"].isna().all() and cache.index["lm0x"].isna().all()
+    assert cache.meta["aligned"] is False and cache.meta["template"] == "utkface5"
+    first = cache.index[cache.index["age"] == 20.0].index[0]
+    source = read_image(records[int(first)].path)  # the 180x200 crop, stretched to the square like Keras
+    assert source.shape[:2] == (200, 180)
+    expected = resize_crop(source, 198)
+    np.testing.assert_array_equal(cache.faces[first], expected)
+    # Close to the crop it came from: compare at the source's own grid.
+    back = resize_crop(np.array(cache.faces[first]), 200)
+    assert np.abs(back.astype(int) - resize_crop(source, 200).astype(int)).mean() < 4
+    assert (cache.faces[cache.index[cache.index.status == "unreadable"].index] == 0).all()
+    # An aligned cache of the same records elsewhere is not mistaken for it, and vice versa.
+    with pytest.raises(ValueError, match="other records or settings"):
+        prepare_cache(records, tmp_path / "raw", AlignmentConfig(size=198), workers=1)
+
+
+def test_resize_crop_keeps_a_crop_of_the_right_size(astronaut: np.ndarray) -> None:
+    crop = np.ascontiguousarray(astronaut[:198, :198])
+    assert resize_crop(crop, 198) is crop
+    small = resize_crop(astronaut, 64)
+    assert small.shape == (64, 64, 3) and small.dtype == np.uint8
+
+
+def test_prepare_command_no_align(small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "raw-cache"
+    result = CliRunner().invoke(app, ["data", "prepare", str(small_dataset), "--size", "50", "--no-align",
+                                      "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ok 8" in result.stdout and "unreadable 2" in result.stdout
+    cache = load_cache(out)
+    assert cache.faces.shape == (10, 50, 50, 3) and cache.meta["aligned"] is False
+
+
+def test_training_reads_an_unaligned_cache_unchanged(small_dataset: Path, tmp_path: Path) -> None:
+    """The seed recipe trains from a --no-align cache exactly as from an aligned one."""
+    from facial_demographics.training.config import config_from_dict, load_config
+    from facial_demographics.training.loop import train
+
+    records = load_dataset(small_dataset).records
+    cache = prepare_cache(records, tmp_path / "raw", AlignmentConfig(size=40), workers=1, align=False)
+    split = tmp_path / "split.csv"
+    split.write_text("key,split\n" + "".join(f"{k},{'train' if i % 3 else 'val'}\n"
+                                             for i, k in enumerate(cache.index["key"])))
+    raw = load_config("seed").to_dict()
+    raw["data"].update(cache=str(cache.path), split=str(split), input_size=32)
+    raw["model"].update(channels=[4, 8], hidden=8)
+    raw["train"].update(epochs=1, batch_size=4, eval_batch_size=4, threads=1)
+    raw["rounds"] = []
+    result = train(config_from_dict(raw), tmp_path / "run", progress=False, log=lambda _: None)
+    assert result.history[-1]["global_step"] == 2  # 6 readable train faces (unreadable rows skipped), batch 4
+    assert 0 <= result.history[-1]["val_bucket_acc"] <= 1 and result.last_checkpoint.is_file()

@@ -43,7 +43,10 @@ def test_seed_config_matches_the_report() -> None:
 @pytest.mark.parametrize(("patch", "message"), [
     ({"optim": {"lr": 0}}, "optim.lr: must be > 0"),
     ({"optim": {"lr": -1e-3}}, "optim.lr: must be > 0"),
-    ({"optim": {"name": "rmsprop"}}, "optim.name: must be one of"),
+    ({"optim": {"name": "adagrad"}}, "optim.name: must be one of"),
+    ({"optim": {"eps": 0}}, "optim.eps: must be > 0"),
+    ({"optim": {"rho": 1.0}}, "optim.rho: must be in"),
+    ({"model": {"init": "he"}}, "model.init: must be one of"),
     ({"optim": {"lr": "fast"}}, "optim.lr: expected a number"),
     ({"train": {"epochs": 0}}, "train.epochs: must be >= 1"),
     ({"train": {"batch_size": 2.5}}, "train.batch_size: expected an integer"),

@@ -100,3 +100,42 @@ def test_package_and_training_entry_do_not_import_torch() -> None:
             "bad = [m for m in ('torch', 'kornia') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_keras_init_is_glorot_uniform_with_zero_biases() -> None:
+    raw = load_config("seed").to_dict()
+    raw["model"]["init"] = "keras"
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(raw))
+    sep = next(m for m in model.trunk.modules() if isinstance(m, SeparableConv2d))
+    for conv in (sep.depthwise, sep.pointwise):
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(conv.weight)
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        w = conv.weight.detach()
+        # Uniform on [-bound, bound]: bounded, and spread over most of the range.
+        assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound
+    dense = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert dense and all(float(m.bias.detach().abs().max()) == 0.0 for m in dense)
+    assert float(sep.pointwise.bias.detach().abs().max()) == 0.0
+    # The depthwise kernel's range equals Keras' for its (3, 3, in, 1) kernel: fan sum 9 * (in + 1).
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(sep.depthwise.weight)
+    assert fan_in + fan_out == 9 * (sep.depthwise.in_channels + 1)
+    torch_default = build_model(load_config("seed"))
+    assert float(next(m for m in torch_default.modules() if isinstance(m, nn.Linear)).bias.detach().abs().max()) > 0
+
+
+@pytest.mark.parametrize(("optim", "cls", "settings"), [
+    ({"name": "rmsprop", "rho": 0.9, "eps": 1e-7}, torch.optim.RMSprop,
+     {"alpha": 0.9, "eps": 1e-7, "momentum": 0, "centered": False}),
+    ({"name": "adam", "eps": 1e-7}, torch.optim.Adam, {"eps": 1e-7}),
+    ({"name": "sgd", "momentum": 0.0}, torch.optim.SGD, {"momentum": 0.0, "nesterov": False}),
+])
+def test_optimizers_take_keras_settings(optim: dict, cls: type, settings: dict) -> None:
+    from facial_demographics.training.optim import make_optimizer
+
+    cfg = config_from_dict({"model": {"name": "seed_cnn", "channels": [8]}, "heads": {"age": "buckets5"},
+                            "optim": optim})
+    opt = make_optimizer(build_model(cfg), cfg, 0.008)
+    assert type(opt) is cls
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.008 and {k: group[k] for k in settings} == settings

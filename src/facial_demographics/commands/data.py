@@ -24,9 +24,13 @@ def data_prepare(
     size: Annotated[int, typer.Option("--size", min=16, help="Aligned face size in pixels.")] = 112,
     out: Annotated[Path | None, typer.Option("--out", help="Cache directory (default cache/<name>-<size>).")] = None,
     margin: Annotated[float, typer.Option("--margin", help="Alignment margin (see alignment).")] = 0.0,
-    template: Annotated[str, typer.Option("--template", help="Alignment template.")] = "utkface5",
+    template: Annotated[str, typer.Option("--template", help=(
+        "Alignment template (with --no-align: the framing the crops already have, used at inference)."))] = "utkface5",
     fmt: FormatOption = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
+    align: Annotated[bool, typer.Option("--align/--no-align", help=(
+        "--no-align: no detection or alignment, each image (a face crop, e.g. UTKFace's own 200x200) is "
+        "just resized to --size, as the seed report fed it."))] = True,
 ) -> None:
     """Detect and align every image once into a memory-mappable cache (resumable)."""
     need_extra("data")
@@ -39,10 +43,11 @@ def data_prepare(
         cfg = AlignmentConfig(size=size, margin=margin, template=template)
     for rej in read.rejected:
         err.print(f"[yellow]rejected {rej.item}: {rej.reason}[/yellow]")
-    target = out or Path("cache") / f"{dataset.name.split('.')[0]}-{size}"
+    target = out or Path("cache") / f"{dataset.name.split('.')[0]}-{'' if align else 'raw'}{size}"
     started = time.perf_counter()
-    with user_errors(), progress_bar("Aligning faces", len(read.records)) as advance:
-        cache = prepare_cache(read.records, target, cfg, workers=workers, dataset=str(dataset), progress=advance)
+    with user_errors(), progress_bar("Aligning faces" if align else "Resizing crops", len(read.records)) as advance:
+        cache = prepare_cache(read.records, target, cfg, workers=workers, dataset=str(dataset), progress=advance,
+                              align=align)
     counts = cache.meta["status_counts"]
     elapsed = time.perf_counter() - started
     typer.echo(f"{dataset}: {read.seen} items seen = {len(read.records)} records + {len(read.rejected)} rejected")

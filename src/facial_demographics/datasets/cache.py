@@ -5,7 +5,12 @@ Layout of a cache directory:
 - ``faces.npy``: uint8 (N, S, S, 3) RGB aligned faces, memory-mappable (``np.load(mmap_mode="r")``);
 - ``index.parquet``: row i describes ``faces[i]``: key, path, age, gender, race, source, status
   ("ok" | "fallback" | "unreadable"), error, det_score, fallback, lm0x..lm4y (landmarks in the source image);
-- ``meta.json``: size, margin, template, dataset, counts.
+- ``meta.json``: size, margin, template, aligned, dataset, counts.
+
+``prepare_cache(..., align=False)`` skips detection and alignment and stores each image resized to
+S x S (the seed report fed UTKFace's own 200x200 crops to Keras this way); its rows have status "ok",
+no landmarks, and ``template`` names the framing the crops already have (UTKFace's: ``utkface5``), which
+is how inference crops faces for a model trained on them.
 
 Work is done in chunks written to ``parts/``; an interrupted run resumes at the first missing chunk.
 Unreadable images keep their row (all-zero face, status "unreadable", error = reason), so every
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..alignment import AlignmentConfig, align_single
 from ..detection import DetectorConfig, FaceDetector
@@ -123,15 +129,29 @@ def _read_source(path: str) -> np.ndarray:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(alignment: AlignmentConfig, threads: int) -> None:
+def _init_worker(alignment: AlignmentConfig, threads: int, align: bool = True) -> None:
+    _WORKER["alignment"] = alignment
+    _WORKER["align"] = align
+    if not align:
+        return
     _WORKER["detector"] = FaceDetector(DetectorConfig.single_scale(score_threshold=alignment.single_score_threshold,
                                                                    threads=threads))
-    _WORKER["alignment"] = alignment
+
+
+def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """An already-cropped face as a ``size`` x ``size`` uint8 RGB array, no detection or alignment.
+
+    The whole image is scaled to the square (as Keras' ``target_size`` does, aspect not kept), bilinear
+    with PIL's antialiasing, so a shrink by more than a little does not alias.
+    """
+    if image.shape[0] == image.shape[1] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _process_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[dict[str, Any]]]:
     cfg: AlignmentConfig = _WORKER["alignment"]
-    detector: FaceDetector = _WORKER["detector"]
+    align: bool = _WORKER.get("align", True)
     faces = np.zeros((len(paths), cfg.size, cfg.size, 3), dtype=np.uint8)
     rows: list[dict[str, Any]] = []
     for i, path in enumerate(paths):
@@ -141,7 +161,12 @@ def _process_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[dict[str, Any
             rows.append({"status": "unreadable", "error": str(exc), "det_score": np.nan, "fallback": False,
                          **dict.fromkeys(_LANDMARK_COLUMNS, np.nan)})
             continue
-        aligned = align_single(image, detector, cfg)
+        if not align:
+            faces[i] = resize_crop(image, cfg.size)
+            rows.append({"status": "ok", "error": None, "det_score": np.nan, "fallback": False,
+                         **dict.fromkeys(_LANDMARK_COLUMNS, np.nan)})
+            continue
+        aligned = align_single(image, _WORKER["detector"], cfg)
         faces[i] = aligned.image
         rows.append({
             "status": "fallback" if aligned.fallback else "ok",
@@ -173,14 +198,26 @@ def prepare_cache(
     workers: int | None = None,
     dataset: str = "",
     progress: Callable[[int], None] | None = None,
+    align: bool = True,
 ) -> FaceCache:
-    """Align every record into ``out`` (resumable); ``progress`` is called with the images done per chunk."""
+    """Align every record into ``out`` (resumable); ``progress`` is called with the images done per chunk.
+
+    Args:
+        align: False stores each image resized to ``alignment.size`` without detecting or aligning it
+            (datasets of face crops, e.g. UTKFace's own); ``alignment.template`` then records the framing
+            the crops have.
+
+    Raises:
+        DataError: ``out`` holds a cache of other records or settings.
+    """
     cfg = alignment or AlignmentConfig()
     out = Path(out)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     table = _record_rows(records)
-    plan = {"count": len(records), "alignment": asdict(cfg), "dataset": dataset,
+    # An unaligned cache depends on the size alone (and the template it records).
+    settings = asdict(cfg) if align else {"size": cfg.size, "template": cfg.template, "aligned": False}
+    plan = {"count": len(records), "alignment": settings, "dataset": dataset,
             "keys_sha256": hashlib.sha256("\n".join(table["key"]).encode()).hexdigest()}
     plan_file = out / "plan.json"
     if plan_file.exists() and json.loads(plan_file.read_text()) != plan:
@@ -198,7 +235,7 @@ def prepare_cache(
         progress(sum(e - s for s, e in chunks) - sum(e - s for s, e in todo))
     n_workers = max(1, workers or os.cpu_count() or 1)
     paths = table["path"].tolist()
-    with ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(cfg, 1)) as pool:
+    with ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(cfg, 1, align)) as pool:
         futures = {pool.submit(_process_chunk, paths[s:e]): (s, e) for s, e in todo}
         for future in as_completed(futures):
             s, e = futures[future]
@@ -216,7 +253,7 @@ def prepare_cache(
     index = pd.concat([table, done.drop(columns="row").reset_index(drop=True)], axis=1)
     index.to_parquet(out / "index.parquet")
     counts = index["status"].value_counts().to_dict()
-    meta = {"size": cfg.size, "margin": cfg.margin, "template": cfg.template, "dataset": dataset,
+    meta = {"size": cfg.size, "margin": cfg.margin, "template": cfg.template, "aligned": align, "dataset": dataset,
             "count": len(index), "status_counts": {str(k): int(v) for k, v in counts.items()}}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return load_cache(out)

@@ -24,7 +24,8 @@ else:  # pragma: no cover
 
 AGE_HEADS = ("distribution", "mean_variance", "buckets5", "regression")
 MODELS = ("efficientnet_lite0", "seed_cnn")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+INITS = ("torch", "keras")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
 SELECT_METRICS = {  # metric -> True when larger is better
     "val_mae": False,
@@ -61,6 +62,9 @@ class ModelConfig:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128, 256])  # seed_cnn trunk widths
     hidden: int = 128  # seed_cnn FC width per head
     batchnorm: bool = True  # seed_cnn: BatchNorm after each separable conv
+    # seed_cnn weight init: "torch" (kaiming-uniform a=sqrt(5), torch's layer default) or "keras"
+    # (glorot_uniform kernels and zero biases, the Keras default for SeparableConv2D and Dense)
+    init: str = "torch"
 
 
 @dataclass
@@ -108,7 +112,9 @@ class OptimConfig:
     name: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd
+    momentum: float = 0.9  # sgd (Keras' SGD default is 0)
+    eps: float = 1e-8  # adam/adamw/rmsprop denominator epsilon (torch's default; Keras uses 1e-7)
+    rho: float = 0.99  # rmsprop squared-gradient decay (torch's alpha default; Keras' rho is 0.9)
     grad_clip: float = 0.0  # >0: clip the global grad norm
 
 
@@ -274,6 +280,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(len(m.channels) >= 1 and all(c > 0 for c in m.channels), "model.channels",
              "must be a non-empty list of positive widths")
     _require(m.hidden > 0, "model.hidden", "must be > 0")
+    _require(m.init in INITS, "model.init", f"must be one of {', '.join(INITS)}")
     _require(h.age in AGE_HEADS, "heads.age", f"must be one of {', '.join(AGE_HEADS)}")
     _require(1 <= h.max_age <= 150, "heads.max_age", "must be in 1..150")
     _require(lo.age >= 0 and lo.gender >= 0 and lo.age + lo.gender > 0, "loss.age",
@@ -302,6 +309,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     _require(0 <= o.momentum < 1, "optim.momentum", "must be in [0, 1)")
     _require(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
+    _require(o.eps > 0, "optim.eps", "must be > 0")
+    _require(0 < o.rho < 1, "optim.rho", "must be in (0, 1)")
     _require(s.name in SCHEDULES, "schedule.name", f"must be one of {', '.join(SCHEDULES)}")
     _require(s.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
     _require(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must be in [0, 1]")

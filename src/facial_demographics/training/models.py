@@ -245,7 +245,24 @@ def build_model(cfg: RunConfig, pretrained: bool | None = None) -> AgeGenderNet:
         features = trunk(torch.zeros(1, 3, cfg.data.input_size, cfg.data.input_size)).shape[1]
         trunk.train()
     # The report rescales by 1/255.
-    return AgeGenderNet(Normalize(0.0, 255.0), trunk, features, spec, m.dropout, hidden=m.hidden)
+    net = AgeGenderNet(Normalize(0.0, 255.0), trunk, features, spec, m.dropout, hidden=m.hidden)
+    if m.init == "keras":
+        keras_init(net)
+    return net
+
+
+def keras_init(model: nn.Module) -> None:
+    """Keras' layer defaults: glorot_uniform kernels (depthwise, pointwise, dense) and zero biases.
+
+    Keras computes a depthwise kernel's fans from its (k, k, in, multiplier) shape, i.e.
+    fan_in = k*k*in and fan_out = k*k*multiplier; torch's (in, 1, k, k) depthwise weight gives
+    fan_in = k*k and fan_out = k*k*in, the same sum, so ``xavier_uniform_`` draws from the same range.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -17,11 +17,14 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, lr: float) -> torch.optim.O
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optim.name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    if cfg.optim.name == "adam":
-        return torch.optim.Adam(groups, lr=lr)
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, nesterov=cfg.optim.momentum > 0)
+    o = cfg.optim
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, eps=o.eps)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=lr, eps=o.eps)
+    if o.name == "rmsprop":  # Keras' RMSprop: no momentum, not centred; rho is torch's alpha
+        return torch.optim.RMSprop(groups, lr=lr, alpha=o.rho, eps=o.eps)
+    return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.momentum > 0)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig, lr: float, steps_per_epoch: int,
