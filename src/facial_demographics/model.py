@@ -244,13 +244,17 @@ class AgeGenderModel:
         spec = self.bundle.spec
         out = self.raw(faces)
         logits = out[spec.age.output].astype(np.float64)
-        age, low, high = spec.age.decode(logits, self.interval)
+        if spec.age.type == "regression":
+            age, low, high = spec.age.decode(logits, self.interval)
+            probs, interval_probs = None, None
+        else:  # the softmaxes once: the answer is summarised from the distributions the result carries
+            probs, interval_probs = spec.age.distributions(logits)
+            age, low, high = spec.age.summarize(probs, interval_probs, self.interval)
         if spec.gender is not None:
             p_female = spec.gender.p_female(out[spec.gender.output].astype(np.float64))
         else:
             p_female = np.full(len(faces), np.nan)
-        dists = spec.age.distributions(logits) if spec.age.type != "regression" else (None, None)
-        return Prediction(age, low, high, p_female, *dists)
+        return Prediction(age, low, high, p_female, probs, interval_probs)
 
     def age_from_distribution(
         self, probs: np.ndarray, interval_probs: np.ndarray

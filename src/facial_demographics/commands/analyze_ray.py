@@ -7,10 +7,8 @@ an earlier one whose records the output holds), 2 for bad usage, 130 when interr
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from ..distributed.sources import InputList
 from ..errors import UserError
 from ..inputs import IMAGE_SUFFIXES
 from ..types import ImageResult
-from ._common import PROGRESS_EVERY_S
+from ._common import progress_bar
 
 
 @dataclass(frozen=True)
@@ -55,39 +53,6 @@ def summary_line(report: RunReport) -> str:
     return text
 
 
-@contextmanager
-def _progress(console: Console) -> Iterator[tuple[Callable[[int], None], Callable[[], None]]]:
-    """``(start(total), advance())``: a bar with counts on a terminal, else a line every 5 s."""
-    state = {"total": 0, "done": 0, "last": time.monotonic()}
-    bar = None
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(), console=console, transient=True)
-
-    def start(total: int) -> None:
-        state["total"], state["last"] = total, time.monotonic()
-        if bar is not None and total > 1:
-            bar.start()
-            state["task"] = bar.add_task("Analysing images on Ray", total=total)
-
-    def advance() -> None:
-        state["done"] += 1
-        if "task" in state and bar is not None:
-            bar.advance(state["task"])  # type: ignore[arg-type]
-        elif time.monotonic() - state["last"] >= PROGRESS_EVERY_S and state["done"] < state["total"]:
-            state["last"] = time.monotonic()
-            console.print(f"analysed {state['done']}/{state['total']} images "
-                          f"({100 * state['done'] / state['total']:.0f} %)", highlight=False)
-
-    try:
-        yield start, advance
-    finally:
-        if bar is not None:
-            bar.stop()
-
-
 def analyze_ray_command(paths: Sequence[str], path_lists: Sequence[str], output: Path | None, fmt: str,
                         recursive: bool, spec: AnalyzerSpec, ray: RayCommand, console: Console) -> int:
     """Run ``analyze --engine ray`` and return its exit code (messages go to ``console``, stderr).
@@ -99,13 +64,24 @@ def analyze_ray_command(paths: Sequence[str], path_lists: Sequence[str], output:
     counts = {"done": 0, "todo": 0}
     where = str(output) if output is not None else "stdout"
 
+    bar = ExitStack()  # the local engine's progress bar, entered once the number of inputs is known
+    step: list[Callable[[int], None]] = []
+
+    def advance(n: int) -> None:
+        if step:
+            step[0](n)
+
+    def start(total: int) -> None:
+        step.append(bar.enter_context(progress_bar("Analysing images on Ray", total,
+                                                 line="analysed {done}/{total} images ({pct:.0f} %)")))
+
     def on_result(result: ImageResult) -> None:
         counts["done"] += 1
-        advance()
+        advance(1)
         if not result.ok:
             console.print(f"[yellow]{result.path}: {result.error}[/yellow]")
 
-    with _progress(console) as (start, advance):
+    with bar:
         def on_start(inputs: InputList, todo: int, previous: Previous) -> None:
             for folder in inputs.nested:
                 console.print(f"[yellow]{folder} holds only folders: use --recursive to analyse the images "

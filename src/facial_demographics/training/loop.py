@@ -133,7 +133,8 @@ def _setup_data(cfg: RunConfig, log: Log) -> _Setup:
     return _Setup(cache, train, val, MultiTaskLoss(spec, cfg.loss, bucket_w, gender_w), Augment(cfg.augment))
 
 
-def _round_dir(out: Path, plan: list[RoundConfig], i: int) -> Path:
+def round_dir(out: Path, plan: list[RoundConfig], i: int) -> Path:
+    """Where round ``i`` of a run writes: the run directory itself, or a subfolder per round."""
     return out if len(plan) == 1 else out / str(plan[i].name)
 
 
@@ -174,11 +175,11 @@ def train(cfg: RunConfig, out: Path, resume: Path | Checkpoint | None = None, ma
     for r in range(start_round, len(plan)):
         init = None
         if r > 0 and ckpt is None:
-            prev = _round_dir(out, plan, r - 1) / f"{plan[r].init_from}.pt"
+            prev = round_dir(out, plan, r - 1) / f"{plan[r].init_from}.pt"
             ddp.barrier()  # DDP hook: rank 0 has finished writing it
             init = Checkpoint.load(prev)
             log(f"round {plan[r].name}: starting from {prev} (epoch {init.epoch})")
-        job = _Round(cfg, plan, r, _round_dir(out, plan, r), setup, max_steps, on_epoch_end, log, progress,
+        job = _Round(cfg, plan, r, round_dir(out, plan, r), setup, max_steps, on_epoch_end, log, progress,
                      on_step)
         result = job.run(history, ckpt, init)
         history = result.history

@@ -9,7 +9,7 @@ from ..datasets.cache import load_cache
 from .checkpoint import Checkpoint
 from .config import ConfigError, RunConfig, load_config, with_overrides
 from .distributed import DistributedError, current, init_from_env, launch, shutdown
-from .loop import TrainResult, train
+from .loop import TrainResult, round_dir, train
 from .steps import StepLog
 
 
@@ -74,7 +74,7 @@ def _check_shareable(cfg: RunConfig, nproc: int) -> None:
 def _result_on_disk(cfg: RunConfig, out: Path) -> TrainResult:
     """The result of a run the ranks finished, from the last round's ``last.pt`` (rank 0 wrote it)."""
     plan = cfg.round_plan()
-    dirs = [out] if len(plan) == 1 else [out / str(r.name) for r in plan]
+    dirs = [round_dir(out, plan, i) for i in range(len(plan))]
     run_dir = next(d for d in reversed(dirs) if (d / "last.pt").is_file())
     last = Checkpoint.load(run_dir / "last.pt")
     best = last.best.to_dict()
