@@ -163,3 +163,68 @@ def test_no_race_column_gives_no_race_breakdown() -> None:
                  "p_female": 0.3}])
     m = M.compute_metrics(df, n_resamples=50)
     assert m["by_race"] == {} and "race" not in m["gaps"]
+
+
+def test_age_standardised_mae_removes_the_age_mix_effect() -> None:
+    # Both groups have the same error at the same age (1 year at 10, 9 years at 50); A is mostly
+    # children, B mostly adults. Raw MAE differs widely; standardised to the pooled mix it is equal.
+    rows = []
+    for race, n_child, n_adult in (("A", 9, 1), ("B", 1, 9)):
+        rows += [{"true_age": 10, "pred_age": 11, "race": race}] * n_child
+        rows += [{"true_age": 50, "pred_age": 59, "race": race}] * n_adult
+    df = frame(rows)
+    weights = M.band_weights(df)
+    assert weights["0-12"] == pytest.approx(0.5) and weights["40-59"] == pytest.approx(0.5)
+    groups = M.by_group(df, "race", n_resamples=0, weights=weights)
+    assert groups["A"]["mae"] == pytest.approx((9 * 1 + 9) / 10)  # 1.8
+    assert groups["B"]["mae"] == pytest.approx((1 + 9 * 9) / 10)  # 8.2
+    for g in ("A", "B"):  # 0.5 * 1 + 0.5 * 9
+        assert groups[g]["mae_age_std"] == pytest.approx(5.0)
+        assert groups[g]["mae_age_std_missing"] == []
+    gap = M.gaps(groups, "race", min_group_size=5)
+    assert gap["mae"]["gap"] == pytest.approx(6.4) and gap["mae_age_std"]["gap"] == pytest.approx(0.0)
+
+
+def test_age_standardised_mae_spreads_a_missing_band_over_the_others() -> None:
+    # Reference: one third each of 0-12, 20-39, 40-59; the group has no 20-39 face, so its 0-12 (MAE 2)
+    # and 40-59 (MAE 6) bands share the weight equally: (1/3 * 2 + 1/3 * 6) / (2/3) = 4.
+    ref = M.band_weights(frame([{"true_age": a, "pred_age": a} for a in (5, 30, 45)]))
+    part = frame([{"true_age": 5, "pred_age": 7}, {"true_age": 45, "pred_age": 51}])
+    out = M.age_standardised_mae(part, ref)
+    assert out["mae_age_std"] == pytest.approx(4.0) and out["mae_age_std_missing"] == ["20-39"]
+    assert M.age_standardised_mae(frame([]).reindex(columns=part.columns), ref)["mae_age_std"] is None
+
+
+def test_gender_by_age_band_accuracy_confidence_and_ece() -> None:
+    # Ages 0-5: 4 faces shown at 0.9 for the predicted gender, 2 of them right -> accuracy 0.5,
+    # confidence 0.9, over-confident by 0.4. Adults (30): 4 faces at 0.8 for the right gender.
+    rows = [{"true_age": 3, "true_gender": t, "pred_gender": "female", "p_female": 0.9}
+            for t in ("female", "female", "male", "male")]
+    rows += [{"true_age": 30, "true_gender": "male", "pred_gender": "male", "p_female": 0.2}] * 4
+    m = M.compute_metrics(frame([{**r, "pred_age": r["true_age"]} for r in rows]), n_resamples=0,
+                          min_group_size=1)
+    kids, adults = m["gender_by_age_band"]["0-5"], m["gender_by_age_band"]["20+"]
+    assert kids["n"] == 4 and kids["gender_accuracy"] == 0.5
+    assert kids["mean_confidence"] == pytest.approx(0.9) and kids["overconfidence"] == pytest.approx(0.4)
+    assert kids["gender_ece"] == pytest.approx(0.4)  # one bin: |0.9 - 0.5|
+    assert adults["n"] == 4 and adults["gender_accuracy"] == 1.0
+    assert adults["gender_ece"] == pytest.approx(0.2)  # P(female) 0.2 in a bin with no woman
+    assert m["gender_by_age_band"]["6-12"]["n"] == 0 and m["gender_by_age_band"]["6-12"]["gender_ece"] is None
+    words = m["gender_by_age_band_sentences"]
+    assert words[0].startswith("Gender at ages 0-5 (n=4): 50.0 % correct, mean shown confidence 90.0 %, "
+                               "over-confident by 40.0 points; ECE 0.400 (a perfectly calibrated model")
+    assert m["gaps"]["age_band"]["gender_accuracy"]["gap"] == pytest.approx(0.5)
+    assert set(m["gaps"]["age_band"]) == {"gender_accuracy", "gender_ece"}
+
+
+def test_ece_noise_floor_shrinks_with_faces_and_matches_a_calibrated_model() -> None:
+    rng = np.random.default_rng(3)
+    small, large = rng.uniform(0, 1, 100), rng.uniform(0, 1, 10_000)
+    floor_small, floor_large = M.ece_noise_floor(small), M.ece_noise_floor(large)
+    assert floor_small is not None and floor_large is not None
+    assert 0.05 < floor_small < 0.15 and floor_large < 0.02  # about 1/sqrt(n) scaling
+    assert M.ece_noise_floor(small) == floor_small  # seeded
+    assert M.ece_noise_floor(np.array([])) is None
+    # Labels drawn from the probabilities themselves: the measured ECE sits near the floor.
+    measured = [M.reliability(rng.random(100) < small, small)[0] for _ in range(100)]
+    assert abs(float(np.median(measured)) - floor_small) < 0.015

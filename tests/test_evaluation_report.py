@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 from pathlib import Path
@@ -153,6 +154,9 @@ def test_render_report_single_and_compare() -> None:
     assert one.count("data:image/jpeg;base64,") + one.count("image unreadable") == 12
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", one)  # nothing fetched from elsewhere
     assert m["gaps"]["race"]["mae"]["sentence"] in one
+    assert m["gaps"]["race"]["mae_age_std"]["sentence"] in one
+    assert html.escape(m["gender_by_age_band_sentences"][0]) in one
+    assert "Gender by true-age band" in one and "MAE, age-std." in one
     assert "Side by side" not in one and "60 images: 58 evaluated (1 of them" in one
 
     df2 = synthetic_frame(seed=1)

@@ -35,6 +35,13 @@ AGE_BANDS: tuple[str, ...] = ("0-12", "13-19", "20-39", "40-59", "60-79", "80+")
 #: First age of each band after the first.
 AGE_BAND_EDGES: tuple[int, ...] = (13, 20, 40, 60, 80)
 
+#: Finer bands for gender accuracy and calibration: gender cues change fastest in early childhood, where
+#: a 0-12 band would average 2-year-olds (near chance) with 11-year-olds (nearly adult accuracy).
+GENDER_AGE_BANDS: tuple[str, ...] = ("0-5", "6-12", "13-19", "20-39", "40-59", "60+")
+GENDER_AGE_BAND_EDGES: tuple[int, ...] = (6, 13, 20, 40, 60)
+#: First age counted as adult in the gender summary (the adult gender target is stated from here).
+ADULT_AGE = 20
+
 Ages = TypeVar("Ages", np.ndarray, "Tensor")
 
 
@@ -82,6 +89,11 @@ def age_group(age: float) -> str:
 def age_band(age: float) -> str:
     """The :data:`AGE_BANDS` name of one age (negative ages fall in the first band, 80 and up in the last)."""
     return AGE_BANDS[bisect.bisect_right(AGE_BAND_EDGES, age)]
+
+
+def gender_age_band(age: float) -> str:
+    """The :data:`GENDER_AGE_BANDS` name of one age (negative ages in the first band, 60 and up in the last)."""
+    return GENDER_AGE_BANDS[bisect.bisect_right(GENDER_AGE_BAND_EDGES, age)]
 
 
 def gender_codes(genders: ArrayLike) -> np.ndarray:

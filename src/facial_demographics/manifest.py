@@ -187,10 +187,18 @@ class AgeHead:
 
 @dataclass(frozen=True)
 class GenderHead:
-    """The gender output: two logits in the order of ``labels``."""
+    """The gender output: two logits in the order of ``labels``.
+
+    ``temperatures`` (optional) divide the logits before the softmax, one per band of the *predicted*
+    age split at ``age_edges``: a network's gender confidence is right for adults and wrong for small
+    children, where the cues are weak, and one temperature cannot fix both. The predicted gender (the
+    argmax) never changes; only the probability shown does.
+    """
 
     output: str
     labels: tuple[str, ...]
+    age_edges: tuple[float, ...] = ()
+    temperatures: tuple[float, ...] = ()
 
     @classmethod
     def parse(cls, manifest: Mapping[str, Any]) -> GenderHead | None:
@@ -200,13 +208,49 @@ class GenderHead:
         labels = _require(manifest, "heads.gender.labels", list)
         if sorted(labels) != ["female", "male"]:
             raise BundleError("manifest: heads.gender.labels must be ['male', 'female'] in some order")
-        return cls(output, tuple(labels))
+        cal = manifest["heads"]["gender"].get("calibration")
+        if cal is None:
+            return cls(output, tuple(labels))
+        edges = _require(manifest, "heads.gender.calibration.age_edges", list)
+        temps = _require(manifest, "heads.gender.calibration.temperatures", list)
+        if len(temps) != len(edges) + 1 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise BundleError("manifest: heads.gender.calibration needs increasing age_edges and one more "
+                              "temperature than edges")
+        if not all(isinstance(t, (int, float)) and t > 0 for t in temps):
+            raise BundleError("manifest: heads.gender.calibration.temperatures must be positive numbers")
+        return cls(output, tuple(labels), tuple(float(e) for e in edges), tuple(float(t) for t in temps))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "labels": list(self.labels)}
+        doc: dict[str, Any] = {"output": self.output, "labels": list(self.labels)}
+        if self.temperatures:
+            doc["calibration"] = {"age_edges": list(self.age_edges), "temperatures": list(self.temperatures)}
+        return doc
 
-    def p_female(self, logits: np.ndarray) -> np.ndarray:
-        """P(female) per row of the head's (N, 2) output."""
+    def with_calibration(self, age_edges: tuple[float, ...], temperatures: tuple[float, ...]) -> GenderHead:
+        return dataclasses.replace(self, age_edges=tuple(map(float, age_edges)),
+                                   temperatures=tuple(map(float, temperatures)))
+
+    def temperature_of(self, ages: np.ndarray) -> np.ndarray:
+        """The temperature each predicted age gets (1 everywhere when the head is not calibrated)."""
+        ages = np.asarray(ages, dtype=np.float64)
+        if not self.temperatures:
+            return np.ones(len(ages))
+        return np.asarray(self.temperatures)[np.searchsorted(self.age_edges, ages, side="right")]
+
+    def p_female(self, logits: np.ndarray, ages: np.ndarray | None = None) -> np.ndarray:
+        """P(female) per row of the head's (N, 2) output.
+
+        Args:
+            logits: the head's output.
+            ages: the predicted age of each row; needed only by a calibrated head.
+
+        Raises:
+            ValueError: the head is calibrated and ``ages`` is missing.
+        """
+        if self.temperatures:
+            if ages is None:
+                raise ValueError("a calibrated gender head needs the predicted ages")
+            logits = logits / self.temperature_of(ages)[:, None]
         return softmax(logits)[:, self.labels.index("female")]
 
 
@@ -263,11 +307,16 @@ class BundleSpec:
     def with_age(self, age: AgeHead) -> BundleSpec:
         return dataclasses.replace(self, age=age)
 
+    def with_gender(self, gender: GenderHead) -> BundleSpec:
+        return dataclasses.replace(self, gender=gender)
+
     def to_manifest(self) -> dict[str, Any]:
-        """The manifest document (a fresh copy), with the age head's temperature as it is now."""
+        """The manifest document (a fresh copy), with the heads' calibration as it is now."""
         doc = copy.deepcopy(dict(self.source))
         if self.age.temperature != AgeHead.parse(doc).temperature:
             doc["heads"]["age"]["temperature"] = self.age.temperature
+        if self.gender is not None and self.gender != GenderHead.parse(doc):
+            doc["heads"]["gender"] = self.gender.to_dict()
         return doc
 
 

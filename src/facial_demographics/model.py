@@ -251,7 +251,7 @@ class AgeGenderModel:
             probs, interval_probs = spec.age.distributions(logits)
             age, low, high = spec.age.summarize(probs, interval_probs, self.interval)
         if spec.gender is not None:
-            p_female = spec.gender.p_female(out[spec.gender.output].astype(np.float64))
+            p_female = spec.gender.p_female(out[spec.gender.output].astype(np.float64), age)
         else:
             p_female = np.full(len(faces), np.nan)
         return Prediction(age, low, high, p_female, probs, interval_probs)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import analyze, evaluate, export, models, train, video
+from . import analyze, calibrate, evaluate, export, models, train, video
 from .data import data_app
 from .serve import make_serve_command
 
@@ -51,6 +51,7 @@ app.command()(evaluate.robustness)
 app.command("serve")(make_serve_command())
 app.command()(train.train)
 app.command()(export.export)
+app.command()(calibrate.calibrate)
 app.command("models")(models.models)
 app.command("compare-runs")(train.compare_runs)
 app.command()(video.video)

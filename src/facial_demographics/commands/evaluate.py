@@ -30,6 +30,15 @@ def _print_evaluation(run: EvaluationRun) -> None:
             f"{_fmt(m['gender_accuracy'], pct=True)}, interval coverage "
             f"{_fmt(m['interval_coverage'], pct=True)} — {c['evaluated']}/{c['images']} evaluated, "
             f"{c['no_face']} no face, {c['fallback']} fallback, {c['unreadable']} unreadable → {folder}")
+        race = m["gaps"].get("race", {})
+        if race.get("mae", {}).get("gap") is not None:
+            err.print(f"  race MAE spread {_fmt(race['mae']['gap'])} years, age-standardised "
+                      f"{_fmt(race['mae_age_std']['gap'])}")
+        bands = m.get("gender_by_age_band", {})
+        if bands:
+            err.print("  gender by age: " + ", ".join(
+                f"{b} {_fmt(v['gender_accuracy'], pct=True)} (ECE {_fmt(v['gender_ece'])})"
+                for b, v in bands.items() if v["n"]))
     err.print(f"Report: {run.report}")
 
 

@@ -52,7 +52,8 @@ def _comparison_table(report: QuantizeReport) -> Table:
 
 
 def _export_checkpoint(ckpt: Path, out: Path, cache: Path | None, split: Path, calibrate: bool, opset: int) -> None:
-    from ..training.calibrate import calibrate_bundle
+    from ..model import ModelBundle
+    from ..training.calibrate import calibrate_bundle, calibrate_gender
     from ..training.export import export_bundle
 
     report = export_bundle(ckpt, out, cache=cache, opset=opset)
@@ -62,6 +63,10 @@ def _export_checkpoint(ckpt: Path, out: Path, cache: Path | None, split: Path, c
         cal = calibrate_bundle(report.bundle, cache, split)
         typer.echo(f"age interval calibrated on {cal.faces} validation faces: temperature {cal.temperature:g}, "
                    f"coverage {cal.coverage_before:.3f} -> {cal.coverage_after:.3f}")
+        if ModelBundle.load(report.bundle).spec.gender is not None:
+            gender = calibrate_gender(report.bundle, cache, split)
+            typer.echo("gender calibrated per predicted-age band: temperatures " + ", ".join(
+                f"{f.band} {f.temperature:g}" for f in gender.bands))
 
 
 def export(
@@ -130,5 +135,12 @@ def _derive(source: str, out: Path, cache: Path | None, split: Path, quantize: b
                                  calibration_count=calibration_faces, name=name,
                                  progress=lambda s: status.update(f"quantising: {s}"))
     err.print(_comparison_table(report))
+    if bundle.spec.gender is not None and bundle.spec.gender.temperatures:
+        from ..training.calibrate import calibrate_gender
+
+        # The source's gender temperatures were fitted to its own logits: refit them to the new graph's.
+        gender = calibrate_gender(report.bundle, cache, split)
+        typer.echo("gender recalibrated per predicted-age band: temperatures " + ", ".join(
+            f"{f.band} {f.temperature:g}" for f in gender.bands))
     typer.echo(f"wrote {report.bundle} (int8, {report.onnx_bytes / 1e6:.1f} MB, flip TTA "
                f"{'kept' if report.tta_flip else 'removed'}); the manifest records the comparison")

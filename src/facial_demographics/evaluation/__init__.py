@@ -26,11 +26,20 @@ it evaluates.
 | `n_age`, `n_gender` | how many images the age / gender metrics are computed over |
 | `by_age_band` | per true-age band (0-12, 13-19, 20-39, 40-59, 60-79, 80+): `n`, `mae`, `bias`, `rmse`, |
 | | `cs5`, `interval_coverage` |
-| `by_race` | per race (when the dataset has one): `n` and every key above, `mae` … `gender_reliability` |
+| `age_band_weights` | share of each `by_age_band` band in the whole set: the reference age mix |
+| `by_race` | per race (when the dataset has one): `n` and every key above, `mae` … `gender_reliability`, |
+| | and `mae_age_std`: the group's per-band MAEs re-weighted to `age_band_weights` (removes the |
+| | age-mix effect), `mae_age_std_missing`: reference bands the group has no face in |
 | `by_gender` | per true gender: same keys as `by_race` |
-| `gaps` | `{race, gender}` → per metric (`mae`, `bias`, `bucket5_accuracy`, `interval_coverage`, |
-| | `gender_accuracy`, `gender_ece`): `min_group`, `min`, `max_group`, `max`, `gap`, `sentence` |
-| | (only groups with ≥ 10 images are compared) |
+| `gender_by_age_band` | per true-age band (0-5, 6-12, 13-19, 20-39, 40-59, 60+) and `20+`: `n`, |
+| | `gender_accuracy`, `mean_confidence` (mean probability shown for the predicted gender), |
+| | `overconfidence` (confidence − accuracy), `gender_ece`, `ece_noise_floor` (median ECE a perfectly |
+| | calibrated model would show with the same probabilities on as many faces: small-set bias) |
+| `gender_by_age_band_sentences` | the same in words, one sentence per band |
+| `gaps` | `{race, gender}` → per metric (`mae`, `mae_age_std`, `bias`, `bucket5_accuracy`, |
+| | `interval_coverage`, `gender_accuracy`, `gender_ece`): `min_group`, `min`, `max_group`, `max`, |
+| | `gap`, `sentence` (only groups with ≥ 10 images are compared); `age_band` → `gender_accuracy`, |
+| | `gender_ece` across the `gender_by_age_band` bands |
 | `counts` | `images`, `evaluated` (face found or whole-image fallback), `no_face`, `fallback`, `unreadable` |
 | `model` | the bundle's manifest `name`, `version`, `sha256` (of model.onnx) and `path` |
 | `run` | dataset, format, how records were chosen (split, limit), `cropped`, `interval_level`, bootstrap |

@@ -35,7 +35,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from facial_demographics.labels import AGE_BANDS, AGE_GROUPS, GENDER_LABELS, age_band, age_buckets
+from facial_demographics.labels import (
+    ADULT_AGE,
+    AGE_BANDS,
+    AGE_GROUPS,
+    GENDER_AGE_BANDS,
+    GENDER_LABELS,
+    age_band,
+    age_buckets,
+    gender_age_band,
+)
 
 #: Statuses that carry a prediction.
 PREDICTED = ("ok", "fallback")
@@ -197,15 +206,122 @@ def by_age_band(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return out
 
 
-def by_group(df: pd.DataFrame, column: str, *, n_resamples: int = 1000,
-             seed: int = 0) -> dict[str, dict[str, Any]]:
-    """``summarize`` for each value of ``column`` among the evaluated rows (empty values skipped)."""
+def band_weights(df: pd.DataFrame) -> dict[str, float]:
+    """Share of each :data:`AGE_BANDS` band among the rows with age metrics: the reference age mix."""
+    bands = age_rows(df)["true_age"].map(age_band)
+    n = len(bands)
+    return {b: (float((bands == b).sum()) / n if n else 0.0) for b in AGE_BANDS}
+
+
+def age_standardised_mae(df: pd.DataFrame, weights: dict[str, float]) -> dict[str, Any]:
+    """MAE with each age band's MAE re-weighted to a reference age mix (direct standardisation).
+
+    A group that is younger on average than the whole set looks better or worse on raw MAE only
+    because age errors grow with age; standardising removes that age-mix effect, so what is left of a
+    gap between groups is the model treating them differently at the same age.
+
+    Args:
+        df: predictions of one group.
+        weights: the reference share of each band (``band_weights`` of the whole set).
+
+    Returns:
+        ``mae_age_std`` (None without rows) and ``mae_age_std_missing``: reference bands in which the
+        group has no face; their weight is spread over the others (the sentence-level caveat).
+    """
+    a = age_rows(df)
+    bands = a["true_age"].map(age_band)
+    err = (a["pred_age"] - a["true_age"]).abs()
+    total, used, missing = 0.0, 0.0, []
+    for band, w in weights.items():
+        if w <= 0:
+            continue
+        sel = bands == band
+        if not sel.any():
+            missing.append(band)
+            continue
+        total += w * float(err[sel].mean())
+        used += w
+    return {"mae_age_std": (total / used) if used else None, "mae_age_std_missing": missing}
+
+
+def by_group(df: pd.DataFrame, column: str, *, n_resamples: int = 1000, seed: int = 0,
+             weights: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """``summarize`` for each value of ``column`` among the evaluated rows (empty values skipped), plus
+    the age-standardised MAE against ``weights`` (default: the age mix of ``df`` itself)."""
     rows = df[df["status"].isin(PREDICTED)]
+    weights = band_weights(df) if weights is None else weights
     values = rows[column].fillna("").astype(str)
     out: dict[str, dict[str, Any]] = {}
     for value in sorted(v for v in values.unique() if v):
         part = rows[values == value]
-        out[value] = {"n": len(part), **summarize(part, n_resamples=n_resamples, seed=seed)}
+        out[value] = {"n": len(part), **summarize(part, n_resamples=n_resamples, seed=seed),
+                      **age_standardised_mae(part, weights)}
+    return out
+
+
+def ece_noise_floor(p_female: np.ndarray, *, n_draws: int = 200, seed: int = 0) -> float | None:
+    """The median ECE a *perfectly* calibrated model would show with these probabilities on this many faces.
+
+    ECE over 10 bins is biased upwards on small sets: with 100 faces even exact probabilities give
+    about 0.04. A band's measured ECE near this floor says "no miscalibration detectable", not "0.04 off".
+    """
+    p = np.asarray(p_female, dtype=float)
+    if not len(p):
+        return None
+    rng = np.random.default_rng(seed)
+    draws = [reliability(rng.random(len(p)) < p, p)[0] for _ in range(n_draws)]
+    return float(np.median([d for d in draws if d is not None]))
+
+
+def _gender_trust(is_female: np.ndarray, p_female: np.ndarray) -> dict[str, Any]:
+    """Accuracy, mean confidence (the probability shown for the predicted gender), ECE and its noise floor."""
+    n = len(p_female)
+    if not n:
+        return {"n": 0, "gender_accuracy": None, "mean_confidence": None, "overconfidence": None,
+                "gender_ece": None, "ece_noise_floor": None}
+    correct = (p_female >= 0.5) == is_female
+    confidence = np.maximum(p_female, 1 - p_female)
+    ece, _ = reliability(is_female, p_female)
+    acc, conf = float(correct.mean()), float(confidence.mean())
+    return {"n": n, "gender_accuracy": acc, "mean_confidence": conf, "overconfidence": conf - acc,
+            "gender_ece": ece, "ece_noise_floor": ece_noise_floor(p_female)}
+
+
+def gender_by_age_band(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Gender accuracy and calibration per :data:`GENDER_AGE_BANDS` band and for adults.
+
+    Keys: each band, then ``f"{ADULT_AGE}+"`` (all adults, overlapping the adult bands). Each value has
+    ``n``, ``gender_accuracy``, ``mean_confidence``, ``overconfidence`` (confidence - accuracy; > 0
+    means the shown probability promises more than the model delivers), ``gender_ece`` and
+    ``ece_noise_floor`` (see :func:`ece_noise_floor`).
+    """
+    g = gender_rows(df)
+    g = g[g["true_age"].notna()]
+    is_female = (g["true_gender"] == GENDER_LABELS[1]).to_numpy()
+    p = g["p_female"].to_numpy(dtype=float)
+    bands = g["true_age"].map(gender_age_band).to_numpy()
+    out = {band: _gender_trust(is_female[bands == band], p[bands == band]) for band in GENDER_AGE_BANDS}
+    adult = (g["true_age"] >= ADULT_AGE).to_numpy()
+    out[f"{ADULT_AGE}+"] = _gender_trust(is_female[adult], p[adult])
+    return out
+
+
+def gender_band_sentences(bands: dict[str, dict[str, Any]], *, min_n: int = 30) -> list[str]:
+    """One sentence per band: accuracy, and whether the shown probability over- or under-promises."""
+    out = []
+    for band, m in bands.items():
+        if m["n"] == 0:
+            continue
+        text = (f"Gender at ages {band} (n={m['n']}): {100 * m['gender_accuracy']:.1f} % correct, "
+                f"mean shown confidence {100 * m['mean_confidence']:.1f} %")
+        gap = 100 * m["overconfidence"]
+        if abs(gap) >= 1.0:
+            text += f", {'over' if gap > 0 else 'under'}-confident by {abs(gap):.1f} points"
+        text += f"; ECE {m['gender_ece']:.3f} (a perfectly calibrated model would show about " \
+                f"{m['ece_noise_floor']:.3f} on this many faces)."
+        if m["n"] < min_n:
+            text += f" (Fewer than {min_n} faces: noisy.)"
+        out.append(text)
     return out
 
 
@@ -220,6 +336,7 @@ class GapMetric:
 #: Metrics whose spread between groups is reported as a fairness gap.
 GAP_METRICS: tuple[GapMetric, ...] = (
     GapMetric("mae", "MAE", False, "years"),
+    GapMetric("mae_age_std", "Age-standardised MAE", False, "years"),
     GapMetric("bias", "Mean signed age error", False, "years"),
     GapMetric("bucket5_accuracy", "5-bucket age accuracy", True),
     GapMetric("interval_coverage", "Age-interval coverage", True),
@@ -236,15 +353,15 @@ def _fmt(value: float, metric: GapMetric) -> str:
     return f"{value:.3f}"
 
 
-def gaps(groups: dict[str, dict[str, Any]], attribute: str, *,
-         min_group_size: int = 10) -> dict[str, dict[str, Any]]:
+def gaps(groups: dict[str, dict[str, Any]], attribute: str, *, min_group_size: int = 10,
+         metrics: Sequence[GapMetric] = GAP_METRICS) -> dict[str, dict[str, Any]]:
     """For each GAP_METRIC, the best- and worst-off group and the gap between them, with a sentence.
 
     Only groups with at least ``min_group_size`` images are compared (tiny groups give noise, not
     evidence); when fewer than two qualify the gap is None and the sentence says why.
     """
     out: dict[str, dict[str, Any]] = {}
-    for metric in GAP_METRICS:
+    for metric in metrics:
         values = {g: (m[metric.key], m["n"]) for g, m in groups.items()
                   if m["n"] >= min_group_size and m.get(metric.key) is not None}
         if len(values) < 2:
@@ -294,10 +411,18 @@ def compute_metrics(df: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0,
     out["by_age_band"] = by_age_band(df)
     races = df.loc[df["status"].isin(PREDICTED), "race"] if "race" in df else pd.Series([], dtype=str)
     has_race = bool(races.fillna("").astype(str).ne("").any())
-    out["by_race"] = by_group(df, "race", n_resamples=n_resamples, seed=seed) if has_race else {}
-    out["by_gender"] = by_group(df, "true_gender", n_resamples=n_resamples, seed=seed)
+    weights = band_weights(df)
+    out["age_band_weights"] = weights
+    out["by_race"] = by_group(df, "race", n_resamples=n_resamples, seed=seed, weights=weights) if has_race else {}
+    out["by_gender"] = by_group(df, "true_gender", n_resamples=n_resamples, seed=seed, weights=weights)
     out["gaps"] = {"gender": gaps(out["by_gender"], "gender", min_group_size=min_group_size)}
     if has_race:
         out["gaps"]["race"] = gaps(out["by_race"], "race", min_group_size=min_group_size)
+    bands = gender_by_age_band(df)
+    out["gender_by_age_band"] = bands
+    out["gender_by_age_band_sentences"] = gender_band_sentences(bands)
+    trust = [m for m in GAP_METRICS if m.key in ("gender_accuracy", "gender_ece")]
+    banded = {b: m for b, m in bands.items() if b in GENDER_AGE_BANDS}
+    out["gaps"]["age_band"] = gaps(banded, "age band", min_group_size=min_group_size, metrics=trust)
     out["counts"] = counts(df)
     return out

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from facial_demographics.evaluation.metrics import age_rows, gender_rows
-from facial_demographics.labels import AGE_BANDS, AGE_GROUPS, GENDER_LABELS
+from facial_demographics.labels import ADULT_AGE, AGE_BANDS, AGE_GROUPS, GENDER_AGE_BANDS, GENDER_LABELS
 
 THUMB = 128
 #: Colour per model in plots that compare models; also the first model's colour everywhere.
@@ -282,9 +282,16 @@ def _comparison_table(evals: Sequence[ModelEvaluation]) -> str:
         cells = "".join(f"<td>{_headline_value(e.metrics, key, digits, percent)}</td>" for e in evals)
         body.append(f"<tr><th>{label}</th>{cells}</tr>")
     for attr in ("race", "gender"):
+        for key, what in (("mae", "MAE"), ("mae_age_std", "age-standardised MAE")):
+            cells = "".join(
+                f"<td>{_f(e.metrics['gaps'].get(attr, {}).get(key, {}).get('gap'))}</td>" for e in evals)
+            body.append(f"<tr><th>Largest {what} gap by {attr} (years)</th>{cells}</tr>")
+    adult = f"{ADULT_AGE}+"
+    for band in (GENDER_AGE_BANDS[0], adult):
         cells = "".join(
-            f"<td>{_f(e.metrics['gaps'].get(attr, {}).get('mae', {}).get('gap'))}</td>" for e in evals)
-        body.append(f"<tr><th>Largest MAE gap by {attr} (years)</th>{cells}</tr>")
+            f"<td>{_f(e.metrics.get('gender_by_age_band', {}).get(band, {}).get('gender_accuracy'), 1, True)}"
+            "</td>" for e in evals)
+        body.append(f"<tr><th>Gender accuracy, ages {band}</th>{cells}</tr>")
     cells = "".join(f"<td>{e.metrics['counts']['evaluated']} / {e.metrics['counts']['images']}</td>"
                     for e in evals)
     body.append(f"<tr><th>Images evaluated</th>{cells}</tr>")
@@ -303,7 +310,8 @@ def _model_line(model: dict[str, Any]) -> str:
 
 
 def _group_table(groups: dict[str, dict[str, Any]], attribute: str) -> str:
-    cols = (("mae", "MAE", 2, False), ("bias", "bias", 2, False), ("cs5", "CS@5", 1, True),
+    cols = (("mae", "MAE", 2, False), ("mae_age_std", "MAE, age-std.", 2, False),
+            ("bias", "bias", 2, False), ("cs5", "CS@5", 1, True),
             ("interval_coverage", "interval cov.", 1, True), ("gender_accuracy", "gender acc.", 1, True),
             ("gender_ece", "gender ECE", 3, False))
     head = "".join(f"<th>{c[1]}</th>" for c in cols)
@@ -323,10 +331,21 @@ def _band_table(by_band: dict[str, dict[str, Any]]) -> str:
             f"<th>interval cov.</th></tr>{rows}</table>")
 
 
+def _gender_band_table(bands: dict[str, dict[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(b)}</th><td>{m['n']}</td><td>{_f(m['gender_accuracy'], 1, True)}</td>"
+        f"<td>{_f(m['mean_confidence'], 1, True)}</td><td>{_f(m['gender_ece'], 3)}</td>"
+        f"<td>{_f(m.get('ece_noise_floor'), 3)}</td></tr>"
+        for b, m in bands.items())
+    return ('<table class="metrics"><tr><th>true age</th><th>n</th><th>gender acc.</th>'
+            "<th>mean shown confidence</th><th>ECE</th><th>ECE if perfectly calibrated</th></tr>"
+            f"{rows}</table>")
+
+
 def gap_sentences(metrics: dict[str, Any]) -> list[str]:
     """The fairness sentences, largest MAE gap first; one line per attribute that has too few groups."""
     out = []
-    for attr in ("race", "gender"):
+    for attr in ("race", "gender", "age_band"):
         gaps = metrics["gaps"].get(attr, {})
         found = [g["sentence"] for g in gaps.values() if g.get("gap") is not None]
         if found:
@@ -347,6 +366,7 @@ def _model_section(e: ModelEvaluation, ctx: ReportContext, gallery_size: int,
     cards = "".join(f'<div class="card"><div class="v">{_headline_value(m, k, d, p)}</div>'
                     f'<div class="l">{label}</div></div>' for k, label, d, p in HEADLINE)
     fairness = "".join(f"<li>{html.escape(s)}</li>" for s in gap_sentences(m))
+    gender_words = "".join(f"<li>{html.escape(s)}</li>" for s in m.get("gender_by_age_band_sentences", []))
     plots = [
         _img(plot_scatter(df), "predicted vs true age"),
         _img(plot_error_vs_age(df), "error versus age"),
@@ -388,6 +408,9 @@ Age metrics over {m['n_age']} images, gender metrics over {m['n_gender']}.</p>
 <div class="plots">{''.join(plots)}</div>
 <h3>By true-age band</h3>
 {_band_table(m['by_age_band'])}
+<h3>Gender by true-age band</h3>
+<ul class="gaps">{gender_words}</ul>
+{_gender_band_table(m.get('gender_by_age_band', {}))}
 <h3>Worst age predictions</h3>
 {_gallery(worst_age, age_caption, ctx.cropped, load)}
 <h3>Most confident gender misses</h3>
