@@ -85,3 +85,7 @@ def test_bucket_head(tiny_bundle: Path, tmp_path: Path) -> None:
     age, low, high = model.bundle.spec.age.decode(logits, model.interval)
     assert age[0] == pytest.approx(12.5)
     assert low[0] == pytest.approx(2.5) and high[0] == pytest.approx(22.5)
+    # 40 % in 0-24 and 60 % in 50-74: the answer is the chosen bucket's value, not the mean (47.5, 25-49).
+    split = np.log(np.array([[0.4, 1e-9, 0.6, 1e-9, 1e-9]]))
+    age, _, _ = model.bundle.spec.age.decode(split, model.interval)
+    assert age[0] == pytest.approx(62.5)

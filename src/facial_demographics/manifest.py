@@ -160,8 +160,9 @@ class AgeHead:
 
     def summarize(self, probs: np.ndarray, interval_probs: np.ndarray,
                   interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Expected age and central ``interval`` of (N, K) distributions over this head's bins (a video
-        track averages its frames' distributions and summarises them here).
+        """Point age and central ``interval`` of (N, K) distributions over this head's bins (a video
+        track averages its frames' distributions and summarises them here). The point age is the
+        expected value for a ``distribution`` head and the most likely bucket's value for ``buckets``.
 
         Raises:
             ValueError: a regression head (it has no distribution).
@@ -175,7 +176,10 @@ class AgeHead:
             grid = np.asarray(self.edges, dtype=np.float64)
             centres = np.asarray(self.values if self.values is not None else (grid[:-1] + grid[1:]) / 2,
                                  dtype=np.float64)
-            age = probs @ centres
+            # A bucket classifier answers with its most likely bucket (the seed report's accuracy is the
+            # argmax's), so its age group is the bucket it chose, as in training's validation; an expected
+            # value could fall in a bucket the model ranked second.
+            age = centres[probs.argmax(axis=1)]
         else:
             raise ValueError("a regression age head has no distribution")
         tail = (1.0 - interval) / 2.0
