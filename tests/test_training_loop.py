@@ -15,7 +15,7 @@ import torch
 from facial_demographics.datasets.cache import load_cache
 from facial_demographics.datasets.errors import DataError
 from facial_demographics.training.checkpoint import Checkpoint
-from facial_demographics.training.config import RunConfig, config_from_dict, load_config
+from facial_demographics.training.config import ConfigError, RunConfig, config_from_dict, load_config
 from facial_demographics.training.data import FaceBatches, split_rows
 from facial_demographics.training.loop import EpochState, train
 
@@ -172,3 +172,23 @@ def test_compare_runs_summarises_best_epochs(cache: tuple[Path, Path], tmp_path:
         assert (tmp_path / "cmp" / name).is_file()
     with pytest.raises(FileNotFoundError, match="not a training run directory"):
         compare_runs([tmp_path / "cmp"])
+
+
+def test_bf16_autocast_trains_close_to_fp32_and_a_run_can_switch(cache: tuple[Path, Path], tmp_path: Path) -> None:
+    from facial_demographics.training.run import run_training
+
+    fp32 = _small_seed(*cache, train={"epochs": 2}, augment={"enabled": False})
+    bf16 = _small_seed(*cache, train={"epochs": 2, "precision": "bf16"}, augment={"enabled": False})
+    a = train(fp32, tmp_path / "fp32", progress=False, log=lambda _: None)
+    b = train(bf16, tmp_path / "bf16", progress=False, log=lambda _: None)
+    # Same batches and init; bfloat16 has 8 bits of mantissa, so the losses agree to about 1 %.
+    for x, y in zip(a.history, b.history, strict=True):
+        assert y["train_loss"] == pytest.approx(x["train_loss"], rel=0.03)
+    weights = Checkpoint.load(b.last_checkpoint).states["model"]
+    assert all(v.dtype != torch.bfloat16 for v in weights.values())  # the weights stay fp32
+    # An fp32 run resumed in bf16 (the CLI's --precision) records the switch in its config.
+    switched = run_training(None, resume=a.last_checkpoint, epochs=3, precision="bf16", progress=False)
+    assert switched.history[-1]["epoch"] == 3
+    assert Checkpoint.load(switched.last_checkpoint).config.train.precision == "bf16"
+    with pytest.raises(ConfigError, match="train.precision"):
+        _small_seed(*cache, train={"precision": "fp16"})

@@ -313,6 +313,12 @@ class _Round:
                      f"{cfg.train.threads} threads")
         return state
 
+    def _autocast(self, x: torch.Tensor) -> torch.autocast:
+        """bfloat16 autocast for the forward pass when ``train.precision`` asks for it (the loss, the
+        optimiser and the weights stay fp32; backward follows the forward's dtypes)."""
+        enabled = self.cfg.train.precision == "bf16"
+        return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def _train_epoch(self, state: _State, epoch: int) -> tuple[np.ndarray, int]:
         """One pass over the training batches; returns the summed (total, age, gender) loss and the faces seen."""
         cfg, setup = self.cfg, self.setup
@@ -323,8 +329,9 @@ class _Round:
                    desc=f"{self.rnd.name} epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
         for faces, labels in bar:
             x = train_input(faces, setup.augment, cfg.data.input_size, cfg.train.channels_last)
-            age_logits, gender_logits = state.net(x)  # DDP hook: net, not model
-            parts = setup.loss(age_logits, gender_logits, labels)
+            with self._autocast(x):
+                age_logits, gender_logits = state.net(x)  # DDP hook: net, not model
+            parts = setup.loss(age_logits.float(), gender_logits.float(), labels)
             state.opt.zero_grad(set_to_none=True)
             parts.total.backward()
             if cfg.optim.grad_clip > 0:

@@ -16,13 +16,14 @@ from .steps import StepLog
 def run_training(config: Path | str | None, resume: Path | None = None, lr: float | None = None,
                  epochs: int | None = None, out: Path | None = None, cache: Path | None = None,
                  split: Path | None = None, max_steps: int | None = None, progress: bool = True,
-                 nproc: int = 1) -> TrainResult:
+                 nproc: int = 1, precision: str | None = None) -> TrainResult:
     """Train a run described by a TOML config (or continue one); the given values override the config's.
 
     Args:
         config: a TOML path or a packaged config name; None with ``resume`` takes the checkpoint's.
         resume: a ``last.pt`` to continue from.
         out: the run directory (default ``runs/<config name>``, or the checkpoint's run when resuming).
+        precision: "fp32" or "bf16" (``train.precision``); a resumed run may switch.
         nproc: processes on this machine, trained with DistributedDataParallel (the global batch stays
             ``train.batch_size``); under ``torchrun`` each process joins its group instead.
 
@@ -37,14 +38,14 @@ def run_training(config: Path | str | None, resume: Path | None = None, lr: floa
         raise ConfigError("give --config (a TOML run config) or --resume (a last.pt checkpoint)")
     ckpt = Checkpoint.load(resume) if resume is not None else None  # read once, used three ways
     base = load_config(config) if config is not None else ckpt.config  # type: ignore[union-attr]
-    cfg = with_overrides(base, lr=lr, epochs=epochs, cache=cache, split=split)
+    cfg = with_overrides(base, lr=lr, epochs=epochs, cache=cache, split=split, precision=precision)
     run_dir = Path(out) if out is not None else ckpt.run_dir if ckpt is not None else Path("runs") / cfg.name
     joined_here = not current().enabled
     ddp = init_from_env()  # under torchrun: join the group it set up
     if nproc > 1 and not ddp.enabled:
         _check_shareable(cfg, nproc)  # fail here with one line, not in every rank
         launch(nproc, run_training, config=config, resume=resume, lr=lr, epochs=epochs, out=run_dir, cache=cache,
-               split=split, max_steps=max_steps, progress=progress)
+               split=split, max_steps=max_steps, progress=progress, precision=precision)
         return _result_on_disk(cfg, run_dir)
     steps = None
     if ddp.is_main:
