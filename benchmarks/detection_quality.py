@@ -94,7 +94,8 @@ def render(rows: list[dict[str, Any]]) -> Table:
         nme = m["landmark_nme_mean"]
         table.add_row(r["name"], *[pct(by_size.get(b, {}).get("recall")) for b in bands],
                       pct(m["recall_32_plus"]), pct(r["recall_iou03"]), pct(m["precision"]),
-                      f"{100 * m['duplicates_per_face']:.2f} %", f"{m['false_positives_per_face_free_image']:.3f}",
+                      _num(m["duplicates_per_face"], 100, ".2f", " %"),
+                      _num(m["false_positives_per_face_free_image"], 1, ".3f"),
                       pct(m["closeups"]["exactly_one_box"]), "–" if nme is None else f"{nme:.3f}",
                       f"{m['ms_per_image']['640x480']:.1f}", f"{m['ms_per_image']['1920x1080']:.1f}")
     return table
@@ -110,11 +111,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         m = r["metrics"]
         by_size = m["recall_by_size"]
         cells = [r["name"], *[_pct(by_size.get(b, {}).get("recall")) for b in bands], _pct(m["recall_32_plus"]),
-                 f"{100 * m['duplicates_per_face']:.2f} %", f"{m['false_positives_per_face_free_image']:.3f}",
+                 _num(m["duplicates_per_face"], 100, ".2f", " %"),
+                 _num(m["false_positives_per_face_free_image"], 1, ".3f"),
                  _pct(m["closeups"]["exactly_one_box"]), f"{m['ms_per_image']['640x480']:.0f}",
                  f"{m['ms_per_image']['1920x1080']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _num(v: float | None, scale: float, fmt: str, unit: str = "") -> str:
+    """A figure that a short run may not have (no face-free scene, say) shows as a dash."""
+    return "–" if v is None else f"{scale * v:{fmt}}{unit}"
 
 
 def _pct(v: float | None) -> str:

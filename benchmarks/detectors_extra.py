@@ -24,6 +24,11 @@ import numpy as np
 
 from facial_demographics.types import Detection
 
+# OpenMP runtimes (yuface's bundled libgomp, torch's for MTCNN) spin their waiting threads by default; on a
+# loaded 2-core machine that made libfacedetection 10× slower (430 vs 42 ms at 640 px) and MTCNN 2.3×
+# (1.5 s vs 0.65 s at 1080p). It is read when each runtime loads, so it is set here, before any of them.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 Detect = Callable[[np.ndarray], list[Detection]]
 Loaded = tuple[Detect | None, str]
 NO_LANDMARKS = np.full((5, 2), np.nan, np.float32)
@@ -79,9 +84,6 @@ def load_centerface(pixels: int | None, threshold: float = 0.5) -> Loaded:
 # -- libfacedetection (yuface 2023.5.1, BSD-3, the CNN compiled into the .so) -------------------------
 def load_libfacedetection(max_side: int, threshold: float = 0.5) -> Loaded:
     """Shiqi Yu's libfacedetection (the YuNet family); the image is shrunk to ``max_side`` first."""
-    # Its bundled libgomp spins waiting threads by default: on a loaded 2-core machine that made each
-    # call 10× slower (430 ms vs 42 ms at 640 px). Must be set before the library loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import yuface
     except ImportError:
