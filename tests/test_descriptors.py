@@ -98,6 +98,23 @@ def test_deterministic_and_resumable(real_cache: Path, described: desc.Descripto
     np.testing.assert_array_equal(np.load(whole.path), first)
 
 
+def test_an_interrupted_run_stops_and_the_rerun_finishes_it(real_cache: Path, described: desc.DescriptorRun,
+                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(desc, "CHUNK", 2)  # 3 chunks of 2 rows
+
+    def ctrl_c(rows: int) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C arrives, after the first chunk is on disk
+
+    with pytest.raises(KeyboardInterrupt):
+        desc.compute_descriptors(real_cache, out=tmp_path, workers=1, progress=ctrl_c)
+    done = sorted(p.name for p in (tmp_path / desc.PARTS_DIR).glob("*.npz"))
+    assert 1 <= len(done) < 3 and not (tmp_path / desc.DESCRIPTORS_FILE).exists()
+    calls: list[int] = []
+    rerun = desc.compute_descriptors(real_cache, out=tmp_path, workers=1, progress=calls.append)
+    assert rerun.resumed == 2 * len(done) and sum(calls) == 6
+    np.testing.assert_array_equal(np.load(rerun.path), np.load(described.path))
+
+
 def test_landmark_box_frames_faces_like_dlibs_detector(real_cache: Path) -> None:
     import dlib
 

@@ -162,13 +162,17 @@ def _read(path: str, root: Path | None) -> np.ndarray:
     return read_image(file)
 
 
-def _describe_chunk(rows: list[tuple[int, str, list[float]]], root: Path | None,
+def _describe_chunk(items: list[tuple[int, str, list[float]] | None], root: Path | None,
                     ) -> tuple[np.ndarray, list[str]]:
-    """Descriptors of (row, path, landmarks) items; a NaN row and its reason where one fails."""
+    """Descriptors of (row, path, landmarks) items; a NaN row where an item is None (skipped, its reason is
+    known already) or its image cannot be read (with the reason)."""
     describer: FaceDescriber = _WORKER["describer"]
-    out = np.full((len(rows), DIM), np.nan, dtype=np.float32)
-    reasons = [""] * len(rows)
-    for i, (_, path, landmarks) in enumerate(rows):
+    out = np.full((len(items), DIM), np.nan, dtype=np.float32)
+    reasons = [""] * len(items)
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        _, path, landmarks = item
         try:
             image = _read(path, root)
         except (ImageError, OSError) as exc:
@@ -273,21 +277,20 @@ def _run_chunks(items: list[tuple[int, str, list[float]] | None], parts: Path, f
         progress(resumed)
     if not todo:
         return resumed
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(files,)) as pool:
-        futures = {pool.submit(_describe_chunk, [it for it in items[s:e] if it is not None], root): (s, e)
-                   for s, e in todo}
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(files,))
+    try:
+        futures = {pool.submit(_describe_chunk, items[s:e], root): (s, e) for s, e in todo}
         for future in as_completed(futures):
             s, e = futures[future]
-            done, done_reasons = future.result()
-            vectors = np.full((e - s, DIM), np.nan, dtype=np.float32)
-            reasons = [""] * (e - s)
-            wanted = [i for i, it in enumerate(items[s:e]) if it is not None]
-            vectors[wanted], reasons_iter = done, iter(done_reasons)
-            for i in wanted:
-                reasons[i] = next(reasons_iter)
-            _write_part(parts, s, vectors, reasons)
+            _write_part(parts, s, *future.result())
             if progress:
                 progress(e - s)
+    except BaseException:
+        # Ctrl-C or a failure: drop the queued chunks instead of waiting for all of them (the executor's
+        # default on leaving a ``with``); finished parts are on disk and a rerun resumes after them.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return resumed
 
 
