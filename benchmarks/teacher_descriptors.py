@@ -4,12 +4,13 @@ Reads ``descriptors.npy`` of a cache (``facial-demographics data descriptors CAC
 regression (numpy, Newton's method with a small L2 penalty, standardised inputs) from the train split's
 descriptors to gender, then prints gender accuracy on the val split, overall and by age band, next to the
 shipped ``default`` model on the same val faces (the cache's aligned crops are its input) and the average
-of the two P(female). ``--time N`` also computes descriptors for N evenly spaced cache rows in a temporary
-folder (one worker; the rate includes loading dlib's models, about a second) and prints rows/s with the load
-average, since other work on the machine moves it.
+of the two P(female). ``--fit-box N`` refits the face-rectangle constants of ``descriptors.landmark_box``
+on N random faces (dlib's HOG detector against our landmarks). ``--time N`` also computes descriptors for N
+evenly spaced cache rows in a temporary folder (one worker; the rate includes loading dlib's models, about a
+second) and prints rows/s with the load average, since other work on the machine moves it.
 
     PYTHONPATH=src .venv/bin/python benchmarks/teacher_descriptors.py --cache cache/utkface-112 \
-        --split splits/utkface.csv [--time 200] [--json out/teacher.json]
+        --split splits/utkface.csv [--time 200] [--fit-box 400] [--json out/teacher.json]
 """
 
 from __future__ import annotations
@@ -72,6 +73,38 @@ def time_descriptors(cache_dir: Path, n: int, root: Path | None) -> dict[str, fl
             "load_1min_before": load, "load_1min_after": os.getloadavg()[0]}
 
 
+def fit_box(cache_dir: Path, n: int, root: Path | None) -> dict[str, float]:
+    """Refit ``descriptors.BOX_*`` on n random faces: where dlib's HOG face detector puts its rectangle
+    relative to our five landmarks (medians over the photos with exactly one detection), and the IoU of
+    the rectangles the shipped constants give with the detector's."""
+    import dlib
+
+    from facial_demographics.datasets import descriptors as desc
+
+    index = load_cache(cache_dir).index
+    picked = index[index["status"] == "ok"].sample(min(n, len(index)), random_state=0)
+    detector = dlib.get_frontal_face_detector()
+    fits, ious = [], []
+    for _, row in picked.iterrows():
+        found = detector(desc._read(row["path"], root), 1)
+        if len(found) != 1:
+            continue
+        b = found[0]
+        lm = row[[f"lm{i}{a}" for i in range(5) for a in "xy"]].to_numpy(float).reshape(5, 2)
+        centre = lm.mean(0)
+        s = float(np.sqrt(((lm - centre) ** 2).sum(1).mean()))
+        box = np.array([b.left(), b.top(), b.right(), b.bottom()], float)
+        fits.append([(box[2] - box[0] + box[3] - box[1]) / 2 / s, ((box[0] + box[2]) / 2 - centre[0]) / s,
+                     ((box[1] + box[3]) / 2 - centre[1]) / s])
+        ours = np.array(desc.landmark_box(lm), float)
+        inter = np.prod(np.clip(np.minimum(box[2:], ours[2:]) - np.maximum(box[:2], ours[:2]), 0, None))
+        ious.append(inter / (np.prod(box[2:] - box[:2]) + np.prod(ours[2:] - ours[:2]) - inter))
+    side, dx, dy = np.median(np.array(fits), axis=0)
+    return {"faces": len(fits), "side": float(side), "dx": float(dx), "dy": float(dy),
+            "shipped": [desc.BOX_SIDE, desc.BOX_DX, desc.BOX_DY],
+            "iou_median": float(np.median(ious)), "iou_p5": float(np.percentile(ious, 5))}
+
+
 def gender_signal(cache_dir: Path, split_file: Path) -> list[dict[str, float | str]]:
     cache = load_cache(cache_dir)
     vectors = np.load(cache_dir / "descriptors.npy").astype(np.float64)
@@ -102,6 +135,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("cache/utkface-112"))
     parser.add_argument("--split", type=Path, default=Path("splits/utkface.csv"))
     parser.add_argument("--time", type=int, default=0, help="also time descriptors for this many rows")
+    parser.add_argument("--fit-box", type=int, default=0, help="also refit the box constants on this many faces")
     parser.add_argument("--root", type=Path, default=None, help="folder the index's relative paths start from")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -124,6 +158,12 @@ def main() -> None:
         console.print(f"descriptors: {timing['rows']} rows in {timing['seconds']:.1f} s = {timing['rows_per_s']:.2f} "
                       f"rows/s (1 worker); load average {timing['load_1min_before']:.2f} -> "
                       f"{timing['load_1min_after']:.2f} on {os.cpu_count()} CPUs")
+    if args.fit_box:
+        box = fit_box(args.cache, args.fit_box, args.root)
+        result["box"] = box
+        console.print(f"box: dlib's detector over {box['faces']} faces: side {box['side']:.3f}, dx {box['dx']:.3f}, "
+                      f"dy {box['dy']:.3f} (shipped {box['shipped']}); IoU of the shipped box with the "
+                      f"detector's: median {box['iou_median']:.3f}, 5th percentile {box['iou_p5']:.3f}")
     console.print(f"1-minute load average at start: {result['load_1min']:.2f} ({os.cpu_count()} CPUs)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

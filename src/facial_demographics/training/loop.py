@@ -320,8 +320,8 @@ class _Round:
         return state
 
     def _train_epoch(self, state: _State, epoch: int) -> tuple[np.ndarray, int]:
-        """One pass over the training batches; returns the summed (total, age, gender, teacher) loss and the
-        faces seen."""
+        """One pass over the training batches; returns the summed (age + gender, age, gender, teacher) losses
+        and the faces seen."""
         cfg, setup = self.cfg, self.setup
         ddp = ddp_hooks.current()  # DDP hook
         state.model.train()
