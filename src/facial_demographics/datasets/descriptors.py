@@ -303,7 +303,8 @@ def compute_descriptors(cache_path: str | Path, *, out: str | Path | None = None
         cache_path: the cache folder (``data prepare``, with alignment).
         out: where ``descriptors.npy``/``descriptors.json``/``descriptor-parts`` go (default: the cache folder).
         root: the folder the index's relative image paths start from (default: the working directory).
-        workers: processes (default: all cores), each with its own copy of the dlib models (about 100 MB).
+        workers: processes (default: all cores), each with its own copy of the dlib models (about 200 MB
+            resident each).
         progress: called with the rows done per chunk (and once with the rows an earlier run did).
 
     Returns:
