@@ -87,7 +87,8 @@ def progress_bar(description: str, total: int, line: str = "{description}: {done
 _DATA_MODULES = ("pandas", "pyarrow", "scipy", "matplotlib", "skimage")
 _EXTRAS = {"data": _DATA_MODULES, "train": ("torch", "kornia", "onnx", *_DATA_MODULES),  # train pulls in data
            "quantize": ("onnx", *_DATA_MODULES), "serve": ("fastapi", "uvicorn", "multipart"),
-           "distributed": ("ray",), "video": ("av", "trackers")}
+           "distributed": ("ray",), "video": ("av", "trackers"),
+           "teacher": ("dlib", "face_recognition_models", *_DATA_MODULES)}
 
 
 def need_extra(extra: str) -> None:

@@ -57,6 +57,37 @@ def data_prepare(
         err.print(f"[yellow]unreadable {row['path']}: {row['error']}[/yellow]")
 
 
+@data_app.command("descriptors")
+def data_descriptors(
+    cache: Annotated[Path, typer.Argument(help="Aligned-face cache folder (from 'data prepare', aligned).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write here (default: the cache folder).")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help=(
+        "Folder the index's relative image paths start from (default: the working directory, as for "
+        "'data prepare')."))] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")] = None,
+) -> None:
+    """dlib's 128-d face descriptor for every cached face (a training-time teacher; resumable)."""
+    need_extra("teacher")
+    from ..datasets.cache import load_cache
+    from ..datasets.descriptors import compute_descriptors
+
+    with user_errors():
+        total = len(load_cache(cache).index)
+    started = time.perf_counter()
+    with user_errors(), progress_bar("Describing faces", total) as advance:
+        run = compute_descriptors(cache, out=out, root=root, workers=workers, progress=advance)
+    elapsed = time.perf_counter() - started
+    done_here = run.count - run.resumed
+    typer.echo(f"{run.path}: {run.count} rows, {run.computed} descriptors, {len(run.failures)} without one "
+               f"(NaN); provenance in {run.provenance}")
+    typer.echo(f"{elapsed:.0f} s, {done_here / max(elapsed, 1e-9):.1f} rows/s (resumed work not counted)")
+    for failure in run.failures[:20]:
+        err.print(f"[yellow]no descriptor for row {failure.row} ({escape(failure.key)}): "
+                  f"{escape(failure.reason)}[/yellow]")
+    if len(run.failures) > 20:
+        err.print(f"[yellow]... and {len(run.failures) - 20} more, listed in {escape(str(run.provenance))}[/yellow]")
+
+
 @data_app.command("stats")
 def data_stats(
     dataset: DatasetArg,

@@ -27,6 +27,7 @@ MODELS = ("efficientnet_lite0", "seed_cnn")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 INITS = ("torch", "keras")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
+TEACHER_LOSSES = ("cosine", "mse")
 SELECT_METRICS = {  # metric -> True when larger is better
     "val_mae": False,
     "val_loss": False,
@@ -150,6 +151,22 @@ class TrainConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """A training-time teacher (issue 15): an auxiliary linear head on the pooled features regresses a
+    precomputed descriptor per face (``data descriptors``); it adds to the training loss only and is not
+    exported, so inference stays one network with the same outputs."""
+
+    descriptors: str = ""  # "" = off; a .npy of (N, dim) rows for the cache's N faces, relative to data.cache
+    weight: float = 0.0  # the auxiliary term's weight in the training loss
+    loss: str = "cosine"  # "cosine": 1 - cos; "mse": squared Euclidean distance of the raw vectors (dlib's)
+    dim: int = 128  # descriptor length (dlib's face-recognition ResNet: 128)
+    # Subtract the train faces' mean descriptor first. dlib's descriptors share one large common part (a
+    # descriptor's cosine with the mean direction is about 0.91 on UTKFace), so uncentred, a head that
+    # outputs the mean already scores a cosine loss of 0.09 and what tells faces apart is a small remainder.
+    centre: bool = True
+
+
+@dataclass
 class RoundConfig:
     """One training round; later rounds start from an earlier round's checkpoint with a fresh optimiser."""
 
@@ -171,6 +188,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     rounds: list[RoundConfig] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -332,6 +350,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(t.threads >= 1, "train.threads", "must be >= 1")
     _require(t.select in SELECT_METRICS, "train.select", f"must be one of {', '.join(SELECT_METRICS)}")
     _require(t.select != "val_gender_acc" or h.gender, "train.select", "val_gender_acc needs a gender head")
+    _validate_teacher(cfg.teacher)
     for i, r in enumerate(cfg.rounds):
         _require(r.epochs is None or r.epochs >= 1, f"rounds[{i}].epochs", "must be >= 1")
         _require(r.lr is None or r.lr > 0, f"rounds[{i}].lr", "must be > 0")
@@ -339,6 +358,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     names = [r.name for r in cfg.round_plan()]
     _require(len(set(names)) == len(names), "rounds", "round names must be unique")
     return cfg
+
+
+def _validate_teacher(te: TeacherConfig) -> None:
+    _require(te.loss in TEACHER_LOSSES, "teacher.loss", f"must be one of {', '.join(TEACHER_LOSSES)}")
+    _require(te.weight >= 0, "teacher.weight", "must be >= 0")
+    _require(te.dim >= 1, "teacher.dim", "must be >= 1")
+    _require(not te.descriptors or te.weight > 0, "teacher.weight", "must be > 0 when teacher.descriptors is set")
+    _require(bool(te.descriptors) or te.weight == 0, "teacher.descriptors",
+             "must name the descriptors file when teacher.weight > 0")
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:

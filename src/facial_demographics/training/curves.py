@@ -15,6 +15,7 @@ from .checkpoint import atomic_write_text
 METRIC_COLUMNS = ("round", "epoch", "global_step", "lr", "train_loss", "train_age_loss", "train_gender_loss",
                   "val_loss", "val_mae", "val_cs5", "val_bucket_acc", "val_gender_acc", "images_per_s",
                   "epoch_seconds")
+OPTIONAL_COLUMNS = ("train_teacher_loss",)  # runs with a [teacher] only
 
 
 def plot_curves(history: list[dict[str, Any]], run_dir: Path) -> None:
@@ -29,6 +30,8 @@ def plot_curves(history: list[dict[str, Any]], run_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(x, df["train_loss"], marker="o", label="train")
     ax.plot(x, df["val_loss"], marker="o", label="val")
+    if "train_teacher_loss" in df:
+        ax.plot(x, df["train_teacher_loss"], marker=".", linestyle="--", label="train teacher term (unweighted)")
     ax.set(xlabel="epoch (all rounds)", ylabel="loss", title="Loss")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -52,7 +55,8 @@ def plot_curves(history: list[dict[str, Any]], run_dir: Path) -> None:
 
 
 def write_metrics(history: list[dict[str, Any]], run_dir: Path) -> None:
-    df = pd.DataFrame(history, columns=list(METRIC_COLUMNS))
+    extra = [c for c in OPTIONAL_COLUMNS if any(c in h for h in history)]
+    df = pd.DataFrame(history, columns=[*METRIC_COLUMNS, *extra])
     tmp = run_dir / ".metrics.csv.tmp"
     df.to_csv(tmp, index=False)
     os.replace(tmp, run_dir / "metrics.csv")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,31 @@ def split_rows(cache: FaceCache, cfg: RunConfig, split: str) -> np.ndarray:
     return rows
 
 
+def teacher_targets(cache: FaceCache, cfg: RunConfig, train_rows: np.ndarray) -> np.ndarray | None:
+    """The ``[teacher]`` descriptors for every cache row (a relative path is inside ``data.cache``), or None;
+    with ``teacher.centre`` minus the mean descriptor of the ``train_rows`` that have one.
+
+    Raises:
+        DataNotFoundError: the descriptors file does not exist.
+        DataError: it does not have one (teacher.dim)-long row per cache face.
+    """
+    if not cfg.teacher.descriptors:
+        return None
+    from ..datasets.descriptors import load_descriptors
+
+    path = Path(cfg.teacher.descriptors)
+    path = path if path.is_absolute() else cache.path / path
+    vectors = load_descriptors(path, len(cache.index))
+    if vectors.shape[1] != cfg.teacher.dim:
+        raise DataError(f"{path}: rows of {vectors.shape[1]} values, teacher.dim is {cfg.teacher.dim}")
+    described = train_rows[~np.isnan(vectors[train_rows]).any(1)]
+    if len(described) == 0:
+        raise DataError(f"{path}: no training face has a descriptor (all NaN rows)")
+    if cfg.teacher.centre:
+        vectors = vectors - vectors[described].mean(0, dtype=np.float64).astype(np.float32)
+    return vectors
+
+
 def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
     """Per-class weights n / (k * count_k) over the known labels (sklearn's "balanced"); 0 if absent."""
     known = labels[labels >= 0]
@@ -76,6 +102,7 @@ class Labels:
     age: Tensor  # float, NaN unknown
     gender: Tensor  # long, -1 unknown
     weight: Tensor  # per-sample age-loss weight
+    teacher: Tensor | None = None  # float (N, D) descriptors, a NaN row unknown; None without a [teacher]
 
 
 class FaceBatches:
@@ -83,8 +110,10 @@ class FaceBatches:
 
     def __init__(self, cache: FaceCache, rows: np.ndarray, batch_size: int, *, shuffle: bool,
                  seed: int = 0, balanced: bool = False, limit_batches: int = 0,
-                 age_weights: np.ndarray | None = None):
+                 age_weights: np.ndarray | None = None, teacher: np.ndarray | None = None):
+        """``teacher``: (len(cache), D) descriptors for every cache row (``[teacher]``), or None."""
         self.cache, self.rows, self.batch_size = cache, rows, batch_size
+        self.teacher = teacher
         self.shuffle, self.seed, self.balanced, self.limit_batches = shuffle, seed, balanced, limit_batches
         idx = cache.index.iloc[rows]
         self.ages = idx["age"].astype(float).to_numpy()
@@ -124,6 +153,7 @@ class FaceBatches:
             torch.from_numpy(self.ages[pos]).float(),
             torch.from_numpy(self.genders[pos]),
             torch.from_numpy(self.sample_weight[pos]).float(),
+            None if self.teacher is None else torch.from_numpy(np.ascontiguousarray(self.teacher[rows])),
         )
 
 

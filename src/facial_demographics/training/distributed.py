@@ -82,6 +82,7 @@ class ShardedBatches(FaceBatches):
         super().__init__(base.cache, base.rows, base.batch_size, shuffle=base.shuffle, seed=base.seed,
                          balanced=base.balanced, limit_batches=base.limit_batches)
         self.sample_weight = base.sample_weight  # class weights, as the base computed them
+        self.teacher = base.teacher  # [teacher] descriptors, indexed by cache row
         self.sampler = DistributedBatchSampler(base, rank, world_size)
 
     def __len__(self) -> int:

@@ -3,6 +3,7 @@
 The graph takes float32 NCHW RGB in [0, 255] named ``input`` (normalisation is inside the graph, and so
 is the flip-TTA when the config uses it) and returns ``age_logits`` (N, K) and ``gender_logits`` (N, 2).
 The EMA weights are exported when the run kept them, since those are the weights validation selected.
+A run's ``[teacher]`` head (training loss only) is dropped: the graph has the same two outputs.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def model_from_checkpoint(ckpt: Checkpoint) -> tuple[RunConfig, AgeGenderNet]:
     """The evaluated network of a checkpoint (EMA weights when present), in eval mode."""
     model = build_model(ckpt.config, pretrained=False)
     model.load_state_dict(ckpt.eval_weights)
+    model.teacher_head = None  # a [teacher] head is for the training loss only: never evaluated or exported
     return ckpt.config, model.eval()
 
 

@@ -29,7 +29,7 @@ from . import distributed as ddp_hooks  # DDP hooks (training/distributed.py): i
 from .checkpoint import Best, Checkpoint, CheckpointSaver, atomic_write_text, rng_state, seed_everything, set_rng_state
 from .config import SELECT_METRICS, RoundConfig, RunConfig
 from .curves import plot_curves, write_metrics
-from .data import Augment, FaceBatches, balanced_weights, split_rows, train_input
+from .data import Augment, FaceBatches, balanced_weights, split_rows, teacher_targets, train_input
 from .losses import MultiTaskLoss
 from .models import AgeGenderNet, build_model, count_parameters, head_spec
 from .optim import make_ema, make_optimizer, make_scheduler
@@ -124,13 +124,19 @@ def _setup_data(cfg: RunConfig, log: Log) -> _Setup:
             gender_w = torch.tensor(balanced_weights(g_labels, 2), dtype=torch.float32)
         log(f"class weights: age buckets {np.round(w, 3).tolist()}"
             + (f", gender {np.round(gender_w.numpy(), 3).tolist()}" if gender_w is not None else ""))
+    teacher = teacher_targets(cache, cfg, train_rows)
     train = FaceBatches(cache, train_rows, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
                         balanced=cfg.data.sampler == "balanced", limit_batches=cfg.data.limit_batches,
-                        age_weights=age_w)
+                        age_weights=age_w, teacher=teacher)
     val = FaceBatches(cache, val_rows, cfg.train.eval_batch_size, shuffle=False)
     log(f"data: {cache.path} (S={cache.size}), train {len(train_rows)} faces, val {len(val_rows)} faces, "
         f"{len(train)} batches/epoch of {cfg.train.batch_size}")
-    return _Setup(cache, train, val, MultiTaskLoss(spec, cfg.loss, bucket_w, gender_w), Augment(cfg.augment))
+    if teacher is not None:
+        described = int((~np.isnan(teacher[train_rows]).any(1)).sum())
+        log(f"teacher: {cfg.teacher.descriptors}, {described}/{len(train_rows)} train faces with a descriptor, "
+            f"{cfg.teacher.loss} loss x {cfg.teacher.weight:g}" + (", centred" if cfg.teacher.centre else ""))
+    loss = MultiTaskLoss(spec, cfg.loss, bucket_w, gender_w, cfg.teacher)
+    return _Setup(cache, train, val, loss, Augment(cfg.augment))
 
 
 def round_dir(out: Path, plan: list[RoundConfig], i: int) -> Path:
@@ -320,18 +326,22 @@ class _Round:
         return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _train_epoch(self, state: _State, epoch: int) -> tuple[np.ndarray, int]:
-        """One pass over the training batches; returns the summed (total, age, gender) loss and the faces seen."""
+        """One pass over the training batches; returns the summed (age + gender, age, gender, teacher) losses
+        and the faces seen."""
         cfg, setup = self.cfg, self.setup
         ddp = ddp_hooks.current()  # DDP hook
         state.model.train()
-        sums, seen = np.zeros(3), 0
+        sums, seen = np.zeros(4), 0
         bar = tqdm(setup.train.epoch(epoch), total=len(setup.train), disable=not self.progress, leave=False,
                    desc=f"{self.rnd.name} epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
         for faces, labels in bar:
             x = train_input(faces, setup.augment, cfg.data.input_size, cfg.train.channels_last)
             with self._autocast(x):
-                age_logits, gender_logits = state.net(x)  # DDP hook: net, not model
-            parts = setup.loss(age_logits.float(), gender_logits.float(), labels)
+                outputs = state.net(x)  # DDP hook: net, not model
+            # (age, gender) or, with a [teacher], (age, gender, teacher): the aux output exists in training only.
+            # The loss runs in fp32 whatever the forward's precision.
+            gender, *aux = (None if o is None else o.float() for o in outputs[1:])
+            parts = setup.loss(outputs[0].float(), gender, labels, aux[0] if aux else None)
             state.opt.zero_grad(set_to_none=True)
             parts.total.backward()
             if cfg.optim.grad_clip > 0:
@@ -343,13 +353,17 @@ class _Round:
             state.global_step += 1
             n = len(faces)
             # DDP hook: the global batch's loss sums and size (the identity in one process)
-            step = ddp.reduce_sums(np.array([n * parts.total.item(), n * parts.age.item(), n * parts.gender.item(), n]))
-            sums += step[:3]
-            seen += int(step[3])
+            teacher = 0.0 if parts.teacher is None else parts.teacher.item()
+            # The recorded loss is the task's (age + gender), comparable with val_loss and a run without a
+            # teacher; the teacher term is recorded on its own (train_teacher_loss).
+            task = parts.total.item() - cfg.teacher.weight * teacher
+            step = ddp.reduce_sums(np.array([n * task, n * parts.age.item(), n * parts.gender.item(), n * teacher, n]))
+            sums += step[:4]
+            seen += int(step[4])
             if self.on_step is not None:
-                mean = step[:3] / step[3]
+                mean = step[:3] / step[4]
                 self.on_step(StepState(str(self.rnd.name), epoch + 1, state.global_step, state.lr, float(mean[0]),
-                                       float(mean[1]), float(mean[2]), int(step[3])))
+                                       float(mean[1]), float(mean[2]), int(step[4])))
             bar.set_postfix(loss=f"{sums[0] / seen:.3f}", lr=f"{state.lr:.2e}")
             if self._stop(state):
                 break
@@ -368,7 +382,8 @@ class _Round:
         row: dict[str, Any] = {
             "round": rnd.name, "epoch": epoch + 1, "global_step": state.global_step, "lr": state.lr,
             "train_loss": sums[0] / max(seen, 1), "train_age_loss": sums[1] / max(seen, 1),
-            "train_gender_loss": sums[2] / max(seen, 1), **val,
+            "train_gender_loss": sums[2] / max(seen, 1),
+            **({"train_teacher_loss": sums[3] / max(seen, 1)} if cfg.teacher.descriptors else {}), **val,
             "images_per_s": images_per_s, "epoch_seconds": time.perf_counter() - t0,
         }
         history = history + [row]
@@ -395,7 +410,9 @@ class _Round:
         self.log(f"{rnd.name} epoch {epoch + 1}/{self.epochs} step {state.global_step}: train loss "
                  f"{row['train_loss']:.4f}, val loss {val['val_loss']:.4f}, MAE {val['val_mae']:.2f}, CS@5 "
                  f"{val['val_cs5']:.3f}, bucket acc {val['val_bucket_acc']:.3f}, gender acc "
-                 f"{val['val_gender_acc']:.3f}, {images_per_s:.1f} img/s, {row['epoch_seconds']:.0f}s"
+                 f"{val['val_gender_acc']:.3f}, "
+                 + (f"teacher loss {row['train_teacher_loss']:.3f}, " if "train_teacher_loss" in row else "")
+                 + f"{images_per_s:.1f} img/s, {row['epoch_seconds']:.0f}s"
                  + (" *best*" if improved else ""))
         if self.on_epoch_end is not None:
             self.on_epoch_end(EpochState(str(rnd.name), epoch + 1, state.global_step, row, self.run_dir))

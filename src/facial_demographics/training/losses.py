@@ -1,7 +1,8 @@
 """Losses for each age head type plus the gender head, combined with the config's multi-task weights.
 
 Unknown labels (NaN age, gender -1) are masked out of their term, so faces with one label still train
-the other head.
+the other head. With a ``[teacher]`` the training loss adds the teacher head's distance to each face's
+descriptor; faces without one (a NaN row) are masked out of that term in the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..labels import AGE_BUCKET_AGES, age_bucket
-from .config import LossConfig
+from .config import LossConfig, TeacherConfig
 from .data import Labels
 from .models import HeadSpec
 
@@ -23,6 +24,7 @@ class LossParts:
     total: Tensor
     age: Tensor
     gender: Tensor
+    teacher: Tensor | None = None  # the unweighted teacher term, when the training step has one
 
 
 def gaussian_targets(ages: Tensor, outputs: int, sigma: float) -> Tensor:
@@ -89,15 +91,45 @@ def gender_loss(logits: Tensor | None, genders: Tensor, cfg: LossConfig,
                            label_smoothing=cfg.label_smoothing)
 
 
+def teacher_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Mean distance of the teacher head's outputs to the descriptors over the rows that have one.
+
+    Args:
+        pred: (N, D) teacher head outputs.
+        target: (N, D) descriptors; a row with any NaN has none and is masked out.
+        kind: "cosine" (1 - cosine similarity: direction only; MSE between L2-normalised vectors is the
+            same up to a factor 2) or "mse" (squared Euclidean distance of the raw vectors, the distance
+            dlib's own 0.6 same-person threshold is on).
+
+    Returns:
+        A scalar; 0 (still attached to ``pred``) when no row has a descriptor.
+    """
+    known = ~torch.isnan(target).any(1)
+    if not known.any():
+        return pred.sum() * 0.0
+    p, t = pred[known], target[known].to(pred.dtype)
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(p, t, dim=1, eps=1e-8)).mean()
+    return ((p - t) ** 2).sum(1).mean()
+
+
 class MultiTaskLoss:
     """Weighted sum of the age and gender terms for one head configuration."""
 
     def __init__(self, spec: HeadSpec, cfg: LossConfig, bucket_weights: Tensor | None = None,
-                 gender_weights: Tensor | None = None):
+                 gender_weights: Tensor | None = None, teacher: TeacherConfig | None = None):
         self.spec, self.cfg = spec, cfg
         self.bucket_weights, self.gender_weights = bucket_weights, gender_weights
+        self.teacher = teacher if teacher is not None and teacher.descriptors else None
 
-    def __call__(self, age_logits: Tensor, gender_logits: Tensor | None, labels: Labels) -> LossParts:
+    def __call__(self, age_logits: Tensor, gender_logits: Tensor | None, labels: Labels,
+                 teacher_out: Tensor | None = None) -> LossParts:
+        """The weighted sum; the teacher term joins when both the head's output and the batch's descriptors
+        are given (training steps; validation has neither, so val_loss stays comparable with a baseline)."""
         a = age_loss(age_logits, labels.age, labels.weight, self.spec, self.cfg, self.bucket_weights)
         g = gender_loss(gender_logits, labels.gender, self.cfg, self.gender_weights)
-        return LossParts(self.cfg.age * a + self.cfg.gender * g, a, g)
+        total = self.cfg.age * a + self.cfg.gender * g
+        if self.teacher is None or teacher_out is None or labels.teacher is None:
+            return LossParts(total, a, g)
+        t = teacher_loss(teacher_out, labels.teacher, self.teacher.loss)
+        return LossParts(total + self.teacher.weight * t, a, g, t)

@@ -198,7 +198,13 @@ def head_spec(cfg: RunConfig) -> HeadSpec:
 
 
 class AgeGenderNet(nn.Module):
-    """Normalise, shared trunk, then a separate age head and (optionally) gender head."""
+    """Normalise, shared trunk, then a separate age head and (optionally) gender head.
+
+    :func:`attach_teacher_head` adds a linear teacher head on the trunk's pooled features that regresses
+    a descriptor (``[teacher]`` in the config). It is a training-only output, as torchvision's Inception
+    aux logits are: ``forward`` returns (age, gender, teacher) in training mode and (age, gender) in eval
+    mode, so validation, export and inference never see it.
+    """
 
     def __init__(self, normalize: Normalize, trunk: nn.Module, features: int, spec: HeadSpec,
                  dropout: float, hidden: int = 0):
@@ -206,6 +212,8 @@ class AgeGenderNet(nn.Module):
         self.normalize = normalize
         self.trunk = trunk
         self.spec = spec
+        self.features = features
+        self.teacher_head: nn.Linear | None = None
 
         def head(outputs: int) -> nn.Sequential:
             if hidden:
@@ -218,7 +226,11 @@ class AgeGenderNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         f = self.trunk(self.normalize(x))
-        return self.age_head(f), (self.gender_head(f) if self.gender_head is not None else None)
+        age, gender = self.age_head(f), (self.gender_head(f) if self.gender_head is not None else None)
+        if self.training and self.teacher_head is not None:
+            # Typed as the eval contract every caller outside the training step relies on.
+            return age, gender, self.teacher_head(f)  # type: ignore[return-value]
+        return age, gender
 
 
 class _Lite0Trunk(nn.Module):
@@ -233,12 +245,14 @@ class _Lite0Trunk(nn.Module):
 def build_model(cfg: RunConfig, pretrained: bool | None = None) -> AgeGenderNet:
     """The network a config describes; ``pretrained`` overrides ``model.pretrained`` (e.g. when resuming)."""
     m, spec = cfg.model, head_spec(cfg)
+    teacher = cfg.teacher.dim if cfg.teacher.descriptors else 0
     if m.name == "efficientnet_lite0":
         backbone = EfficientNetLite0(num_classes=None, drop_connect=m.drop_connect)
         if m.pretrained if pretrained is None else pretrained:
             load_lite0_imagenet(backbone)
         # TF EfficientNet-Lite preprocessing: (x - 127) / 128.
-        return AgeGenderNet(Normalize(127.0, 128.0), _Lite0Trunk(backbone), LITE0_FEATURES, spec, m.dropout)
+        net = AgeGenderNet(Normalize(127.0, 128.0), _Lite0Trunk(backbone), LITE0_FEATURES, spec, m.dropout)
+        return attach_teacher_head(net, teacher) if teacher else net
     trunk = SeedTrunk(m.channels, m.spatial_dropout, m.batchnorm)
     with torch.no_grad():
         trunk.eval()
@@ -248,6 +262,19 @@ def build_model(cfg: RunConfig, pretrained: bool | None = None) -> AgeGenderNet:
     net = AgeGenderNet(Normalize(0.0, 255.0), trunk, features, spec, m.dropout, hidden=m.hidden)
     if m.init == "keras":
         keras_init(net)
+    return attach_teacher_head(net, teacher) if teacher else net  # after keras_init, which uses the global RNG
+
+
+def attach_teacher_head(net: AgeGenderNet, dim: int) -> AgeGenderNet:
+    """Give ``net`` a linear teacher head from its pooled features to ``dim`` outputs (training only).
+
+    Drawn from its own seed with the global RNG state saved and restored, so a run with a teacher has the
+    same initial weights, dropout and augmentation draws as its baseline: they differ by the teacher's
+    gradients alone.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(15)
+        net.teacher_head = nn.Linear(net.features, dim)
     return net
 
 
