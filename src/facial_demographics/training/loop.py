@@ -356,8 +356,8 @@ class _Round:
             teacher = 0.0 if parts.teacher is None else parts.teacher.item()
             # The recorded loss is the task's (age + gender), comparable with val_loss and a run without a
             # teacher; the teacher term is recorded on its own (train_teacher_loss).
-            task = parts.total.item() - cfg.teacher.weight * teacher
-            step = ddp.reduce_sums(np.array([n * task, n * parts.age.item(), n * parts.gender.item(), n * teacher, n]))
+            step = ddp.reduce_sums(np.array([n * parts.task.item(), n * parts.age.item(), n * parts.gender.item(),
+                                             n * teacher, n]))
             sums += step[:4]
             seen += int(step[4])
             if self.on_step is not None:

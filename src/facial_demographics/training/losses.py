@@ -21,9 +21,10 @@ from .models import HeadSpec
 
 @dataclass
 class LossParts:
-    total: Tensor
+    total: Tensor  # what is optimised: task + the weighted teacher term
     age: Tensor
     gender: Tensor
+    task: Tensor  # the weighted age + gender loss alone, comparable with val_loss and a run without a teacher
     teacher: Tensor | None = None  # the unweighted teacher term, when the training step has one
 
 
@@ -130,6 +131,6 @@ class MultiTaskLoss:
         g = gender_loss(gender_logits, labels.gender, self.cfg, self.gender_weights)
         total = self.cfg.age * a + self.cfg.gender * g
         if self.teacher is None or teacher_out is None or labels.teacher is None:
-            return LossParts(total, a, g)
+            return LossParts(total, a, g, total)
         t = teacher_loss(teacher_out, labels.teacher, self.teacher.loss)
-        return LossParts(total + self.teacher.weight * t, a, g, t)
+        return LossParts(total + self.teacher.weight * t, a, g, total, t)
