@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..datasets.cache import load_cache, split_faces
 from ..errors import InvalidValueError
@@ -39,6 +40,23 @@ def coverage(head: AgeHead, logits: np.ndarray, ages: np.ndarray, target: float)
     return float(np.mean((ages >= low) & (ages <= high)))
 
 
+def split_outputs(bundle: ModelBundle, cache_dir: Path, split_file: Path, split: str,
+                  batch_size: int) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """The graph's outputs (by name) on the cached faces of one split, and their index rows.
+
+    Raises:
+        InvalidValueError: the cache's face size is not the model's input size.
+        DataError: the split selects no cached face.
+    """
+    cache = load_cache(cache_dir)
+    if cache.size != bundle.input_size:
+        raise InvalidValueError(f"{cache_dir}: faces are {cache.size} px, the model takes {bundle.input_size} px")
+    faces, rows = split_faces(cache, split_file, split)
+    model = AgeGenderModel(bundle)
+    batches = [model.raw(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)]
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}, rows
+
+
 def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path, *, split: str = "val",
                      target: float = 0.8, batch_size: int = 128) -> Calibration:
     """Fit the interval temperature on ``split`` and write it into the bundle's manifest."""
@@ -46,13 +64,8 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path, *, spl
     head = bundle.spec.age
     if head.type not in ("distribution", "buckets"):
         raise InvalidValueError(f"{bundle_dir}: a {head.type} age head has no distribution to calibrate")
-    cache = load_cache(cache_dir)
-    if cache.size != bundle.input_size:
-        raise InvalidValueError(f"{cache_dir}: faces are {cache.size} px, the model takes {bundle.input_size} px")
-    faces, rows = split_faces(cache, split_file, split)
-    model = AgeGenderModel(bundle, interval=target)
-    logits = np.concatenate([model.raw(faces[i : i + batch_size])[head.output]
-                             for i in range(0, len(faces), batch_size)])
+    outputs, rows = split_outputs(bundle, cache_dir, split_file, split, batch_size)
+    logits = outputs[head.output]
     ages = rows["age"].to_numpy(dtype=np.float64)
     before = coverage(head, logits, ages, target)
     scores = [abs(coverage(head.with_temperature(t), logits, ages, target) - target) for t in TEMPERATURES]
@@ -60,11 +73,11 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path, *, spl
     after = coverage(head.with_temperature(best), logits, ages, target)
     manifest = bundle.spec.with_age(head.with_temperature(best)).to_manifest()
     manifest.setdefault("training", {})["interval_calibration"] = {
-        "split": split, "target": target, "temperature": best, "faces": int(len(faces)),
+        "split": split, "target": target, "temperature": best, "faces": len(rows),
         "coverage_before": round(before, 4), "coverage_after": round(after, 4),
     }
     write_bundle(bundle.root, bundle.graph_path, manifest)
-    return Calibration(best, before, after, int(len(faces)))
+    return Calibration(best, before, after, len(rows))
 
 
 #: Gender temperatures tried per predicted-age band (log-spaced: 1/4 to 4 times the logits' scale).
@@ -137,24 +150,19 @@ def calibrate_gender(bundle_dir: Path, cache_dir: Path, split_file: Path, *, spl
         raise InvalidValueError(f"{bundle_dir}: the model has no gender head to calibrate")
     if split == "test":
         raise InvalidValueError("the test split is for measuring, not for fitting a calibration")
-    cache = load_cache(cache_dir)
-    if cache.size != bundle.input_size:
-        raise InvalidValueError(f"{cache_dir}: faces are {cache.size} px, the model takes {bundle.input_size} px")
-    faces, rows = split_faces(cache, split_file, split)
+    outputs, rows = split_outputs(bundle, cache_dir, split_file, split, batch_size)
     known = rows["gender"].notna().to_numpy()
-    faces, rows = faces[known], rows[known]
-    model = AgeGenderModel(bundle)
-    outs = [model.raw(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)]
-    logits = np.concatenate([o[gender.output] for o in outs]).astype(np.float64)
-    ages = spec.age.decode(np.concatenate([o[spec.age.output] for o in outs]).astype(np.float64), 0.8)[0]
+    rows = rows[known]
+    logits = outputs[gender.output][known].astype(np.float64)
+    ages = spec.age.decode(outputs[spec.age.output][known].astype(np.float64), 0.8)[0]
     is_female = rows["gender"].to_numpy() == FEMALE
     head, fits = fit_gender_temperatures(gender, logits, ages, is_female)
     manifest = spec.with_gender(head).to_manifest()
     manifest.setdefault("training", {})["gender_calibration"] = {
-        "split": split, "faces": int(len(faces)), "bands_by": "predicted age",
+        "split": split, "faces": len(rows), "bands_by": "predicted age",
         "bands": [{"band": f.band, "faces": f.faces, "temperature": f.temperature,
                    "ece_before": None if f.ece_before is None else round(f.ece_before, 4),
                    "ece_after": None if f.ece_after is None else round(f.ece_after, 4)} for f in fits],
     }
     write_bundle(bundle.root, bundle.graph_path, manifest)
-    return GenderCalibration(fits, int(len(faces)))
+    return GenderCalibration(fits, len(rows))
