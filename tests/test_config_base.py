@@ -25,3 +25,9 @@ def test_base_cycle_and_bad_base_are_refused(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("base = 3\n")
     with pytest.raises(ConfigError, match="base"):
         load_config(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_validates(path: Path) -> None:
+    cfg = load_config(path.stem)  # by name, as users pass them
+    assert cfg.name == path.stem

@@ -16,7 +16,8 @@ from facial_demographics.datasets.cache import load_cache
 from facial_demographics.datasets.errors import DataError
 from facial_demographics.training.checkpoint import Checkpoint
 from facial_demographics.training.config import ConfigError, RunConfig, config_from_dict, load_config
-from facial_demographics.training.data import FaceBatches, split_rows
+from facial_demographics.labels import AGE_BANDS, AGE_GROUPS
+from facial_demographics.training.data import FaceBatches, sampling_probabilities, sampling_strata, split_rows
 from facial_demographics.training.loop import EpochState, train
 
 from tests_support import make_cache
@@ -74,11 +75,42 @@ def test_batches_are_reproducible_and_balanced_sampler_evens_buckets(cache: tupl
     faces, labels = next(iter(b.epoch(0)))
     expected = np.stack([c.faces[r] for r in rows[b.order(0)[:8]]])
     assert np.array_equal(faces.numpy(), expected)  # faces stay aligned with their labels
-    balanced = FaceBatches(c, rows, 8, shuffle=True, seed=3, balanced=True)
+    balanced = FaceBatches(c, rows, 8, shuffle=True, seed=3, sampler="balanced")
     draws = np.concatenate([balanced.buckets[balanced.order(e)] for e in range(40)])
     shares = np.bincount(draws[draws >= 0]) / (draws >= 0).sum()
     present = shares[shares > 0]
     assert present.max() - present.min() < 0.1  # roughly equal share for each present bucket
+
+
+def test_race_age_strata_and_draw_probabilities() -> None:
+    ages = np.array([3.0, 30.0, 30.0, 30.0, 70.0, np.nan, 30.0])
+    races = pd.Series(["Asian", "White", "White", "White", "Black", "White", np.nan])
+    strata, count = sampling_strata(ages, races, "race_age")
+    assert count == 3 * len(AGE_BANDS)  # Asian, Black, White (sorted) x six bands
+    assert strata[5] == strata[6] == -1  # unknown age, unknown race
+    assert strata[1] == strata[2] == strata[3] and len({strata[0], strata[1], strata[4]}) == 3
+    full = sampling_probabilities(strata, count, 1.0)
+    assert full.sum() == pytest.approx(1.0)
+    # power 1: each of the three known strata gets the same share; one White adult weighs a third of the Asian child
+    assert full[0] == pytest.approx(full[1:4].sum()) == pytest.approx(full[4])
+    root = sampling_probabilities(strata, count, 0.5)
+    assert root[0] / root[1] == pytest.approx(3 ** 0.5)  # square-root compromise
+    assert full[5] == pytest.approx(full[[0, 1, 2, 3, 4]].mean())  # unknown: the known faces' average weight
+    assert sampling_strata(ages, races, "balanced")[1] == len(AGE_GROUPS)
+
+
+def test_race_age_sampler_evens_race_by_age_strata(tmp_path: Path) -> None:
+    races: list[str | None] = ["White"] * 60 + ["Black"] * 20 + ["Asian"] * 8 + [None] * 8
+    cache = make_cache(tmp_path, n=len(races), size=16, races=races)
+    c = load_cache(cache[0])
+    rows = split_rows(c, _tiny(*cache), "train")
+    b = FaceBatches(c, rows, 8, shuffle=True, seed=3, sampler="race_age")
+    strata, _ = sampling_strata(b.ages, c.index["race"].iloc[rows], "race_age")
+    draws = np.concatenate([strata[b.order(e)] for e in range(60)])
+    shares = np.bincount(draws[draws >= 0]) / (draws >= 0).sum()
+    present = shares[shares > 0]
+    assert len(present) > 2 and present.max() - present.min() < 0.1
+    assert list(b.order(4)) == list(FaceBatches(c, rows, 8, shuffle=True, seed=3, sampler="race_age").order(4))
 
 
 def test_tiny_config_trains_and_loss_goes_down(cache: tuple[Path, Path], tmp_path: Path) -> None:

@@ -38,9 +38,10 @@ def simple_cache(root: Path, size: int, n: int, faces: np.ndarray | None = None)
 
 
 def make_cache(root: Path, n: int = 48, size: int = 64, seed: int = 0, *, unreadable: int = 1,
-               split: bool = True) -> tuple[Path, Path]:
+               split: bool = True, races: list[str | None] | None = None) -> tuple[Path, Path]:
     """Write a cache of synthetic "faces" whose brightness follows the age and whose tint follows the gender
-    (so a network can learn them in a few steps), plus a key,split CSV. Returns (cache dir, split csv)."""
+    (so a network can learn them in a few steps), plus a key,split CSV. Returns (cache dir, split csv).
+    ``races``: the index's race column (default: all unknown)."""
     rng = np.random.default_rng(seed)
     ages = rng.uniform(1, 90, n).round()
     genders = rng.integers(0, 2, n).astype(float)
@@ -58,7 +59,7 @@ def make_cache(root: Path, n: int = 48, size: int = 64, seed: int = 0, *, unread
     keys = [f"face{i:04d}" for i in range(n)]
     index = pd.DataFrame({
         "key": keys, "path": [f"/nowhere/{k}.jpg" for k in keys], "age": ages, "gender": genders,
-        "race": [None] * n, "source": "synthetic", "status": status,
+        "race": [None] * n if races is None else races, "source": "synthetic", "status": status,
         "det_score": np.where(status == "ok", 0.99, 0.0), "fallback": False,
     })
     cache = root / "cache"

@@ -48,7 +48,9 @@ class DataConfig:
     input_size: int = 112
     age_range: list[float] | None = None  # [lo, hi] inclusive filter on the label, e.g. [21, 75]
     class_weights: str = "none"  # "none" | "balanced" (inverse frequency, sklearn's formula)
-    sampler: str = "shuffle"  # "shuffle" | "balanced" (age-bucket-balanced sampling with replacement)
+    # "shuffle" | "balanced" (age buckets) | "race_age" (race x age band): balanced draws with replacement
+    sampler: str = "shuffle"
+    sampler_power: float = 1.0  # draw weight (stratum size) ** -power: 1 fully balanced, 0.5 square-root
     limit_batches: int = 0  # >0: at most this many train batches per epoch (quick runs)
     limit_val: int = 0  # >0: evaluate on at most this many val faces
 
@@ -295,7 +297,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(16 <= d.input_size <= 1024, "data.input_size", "must be in 16..1024")
     _check_range("data.age_range", d.age_range)
     _require(d.class_weights in ("none", "balanced"), "data.class_weights", "must be 'none' or 'balanced'")
-    _require(d.sampler in ("shuffle", "balanced"), "data.sampler", "must be 'shuffle' or 'balanced'")
+    _require(d.sampler in ("shuffle", "balanced", "race_age"), "data.sampler",
+             "must be 'shuffle', 'balanced' or 'race_age'")
+    _require(0 < d.sampler_power <= 1, "data.sampler_power", "must be in (0, 1]")
     _require(d.limit_batches >= 0, "data.limit_batches", "must be >= 0")
     _require(d.limit_val >= 0, "data.limit_val", "must be >= 0")
     _require(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}")

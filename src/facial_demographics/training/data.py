@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..datasets.cache import FaceCache
 from ..datasets.errors import DataError
 from ..datasets.splits import read_split
-from ..labels import AGE_GROUPS, age_buckets, gender_codes
+from ..labels import AGE_BAND_EDGES, AGE_BANDS, AGE_GROUPS, age_buckets, gender_codes
 from .config import AugmentConfig, RunConfig
 
 
@@ -97,6 +97,32 @@ def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
     return weights
 
 
+def sampling_strata(ages: np.ndarray, races: pd.Series, sampler: str) -> tuple[np.ndarray, int]:
+    """The stratum of each face a ``data.sampler`` balances over, -1 where a label it needs is unknown, and
+    how many strata there are: "balanced" the five age buckets, "race_age" each race value x :data:`AGE_BANDS`
+    (race values are the dataset's own names, e.g. UTKFace's "White" ... "Others"; NaN is unknown)."""
+    buckets = age_buckets(ages)
+    if sampler == "balanced":
+        return buckets, len(AGE_GROUPS)
+    if sampler != "race_age":
+        raise ValueError(f"sampler {sampler!r} has no strata")
+    # The evaluation's age-standardised MAE weighs the same bands, so the sampler evens out what it measures.
+    band = np.searchsorted(np.asarray(AGE_BAND_EDGES), np.nan_to_num(ages), side="right")
+    race, names = pd.factorize(races, sort=True)  # -1 for NaN
+    known = (buckets >= 0) & (race >= 0)
+    return np.where(known, race * len(AGE_BANDS) + band, -1), max(len(names), 1) * len(AGE_BANDS)
+
+
+def sampling_probabilities(strata: np.ndarray, count: int, power: float = 1.0) -> np.ndarray:
+    """Draw probability of each face: proportional to (stratum size) ** -power, so power 1 gives every
+    stratum the same share and 0.5 a square-root compromise that does not repeat a handful of faces from a
+    tiny stratum thousands of times. Faces of unknown stratum get the known faces' average weight."""
+    known = strata >= 0
+    w = balanced_weights(strata, count)[np.maximum(strata, 0)] ** power
+    w = np.where(known, w, w[known].mean() if known.any() else 1.0)
+    return w / w.sum()
+
+
 @dataclass
 class Labels:
     age: Tensor  # float, NaN unknown
@@ -109,16 +135,23 @@ class FaceBatches:
     """Batches of (uint8 NHWC faces, labels) from cache rows; the order depends only on (seed, epoch)."""
 
     def __init__(self, cache: FaceCache, rows: np.ndarray, batch_size: int, *, shuffle: bool,
-                 seed: int = 0, balanced: bool = False, limit_batches: int = 0,
+                 seed: int = 0, sampler: str = "shuffle", sampler_power: float = 1.0, limit_batches: int = 0,
                  age_weights: np.ndarray | None = None, teacher: np.ndarray | None = None):
-        """``teacher``: (len(cache), D) descriptors for every cache row (``[teacher]``), or None."""
+        """``sampler``: "shuffle" (a permutation per epoch) or a balancing ``data.sampler`` ("balanced",
+        "race_age": draws with replacement, see :func:`sampling_probabilities`); ``teacher``: (len(cache), D)
+        descriptors for every cache row (``[teacher]``), or None."""
         self.cache, self.rows, self.batch_size = cache, rows, batch_size
         self.teacher = teacher
-        self.shuffle, self.seed, self.balanced, self.limit_batches = shuffle, seed, balanced, limit_batches
+        self.shuffle, self.seed, self.limit_batches = shuffle, seed, limit_batches
+        self.sampler, self.sampler_power = sampler, sampler_power
         idx = cache.index.iloc[rows]
         self.ages = idx["age"].astype(float).to_numpy()
         self.genders = gender_codes(idx["gender"].astype(float).to_numpy())
         self.buckets = age_buckets(self.ages)
+        self.draw_p: np.ndarray | None = None
+        if sampler != "shuffle":
+            races = idx["race"] if "race" in idx else pd.Series(np.nan, index=idx.index)
+            self.draw_p = sampling_probabilities(*sampling_strata(self.ages, races, sampler), sampler_power)
         self.sample_weight = np.ones(len(rows))
         if age_weights is not None:
             self.sample_weight = np.where(self.buckets >= 0, age_weights[np.maximum(self.buckets, 0)], 0.0)
@@ -131,11 +164,8 @@ class FaceBatches:
         if not self.shuffle:
             return np.arange(len(self.rows))
         g = np.random.default_rng([self.seed, epoch])
-        if self.balanced:
-            known = self.buckets >= 0
-            w = balanced_weights(self.buckets, len(AGE_GROUPS))[np.maximum(self.buckets, 0)]
-            w = np.where(known, w, w[known].mean() if known.any() else 1.0)  # unknown ages: average weight
-            return g.choice(len(self.rows), size=len(self.rows), replace=True, p=w / w.sum())
+        if self.draw_p is not None:
+            return g.choice(len(self.rows), size=len(self.rows), replace=True, p=self.draw_p)
         return g.permutation(len(self.rows))
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Labels]]:

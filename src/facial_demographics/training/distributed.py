@@ -80,7 +80,8 @@ class ShardedBatches(FaceBatches):
 
     def __init__(self, base: FaceBatches, rank: int, world_size: int) -> None:
         super().__init__(base.cache, base.rows, base.batch_size, shuffle=base.shuffle, seed=base.seed,
-                         balanced=base.balanced, limit_batches=base.limit_batches)
+                         sampler=base.sampler, sampler_power=base.sampler_power,
+                         limit_batches=base.limit_batches)
         self.sample_weight = base.sample_weight  # class weights, as the base computed them
         self.teacher = base.teacher  # [teacher] descriptors, indexed by cache row
         self.sampler = DistributedBatchSampler(base, rank, world_size)

@@ -126,7 +126,8 @@ def _setup_data(cfg: RunConfig, log: Log) -> _Setup:
             + (f", gender {np.round(gender_w.numpy(), 3).tolist()}" if gender_w is not None else ""))
     teacher = teacher_targets(cache, cfg, train_rows)
     train = FaceBatches(cache, train_rows, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
-                        balanced=cfg.data.sampler == "balanced", limit_batches=cfg.data.limit_batches,
+                        sampler=cfg.data.sampler, sampler_power=cfg.data.sampler_power,
+                        limit_batches=cfg.data.limit_batches,
                         age_weights=age_w, teacher=teacher)
     val = FaceBatches(cache, val_rows, cfg.train.eval_batch_size, shuffle=False)
     log(f"data: {cache.path} (S={cache.size}), train {len(train_rows)} faces, val {len(val_rows)} faces, "
