@@ -76,6 +76,8 @@ def test_rank_slices_rebuild_the_single_process_batches(data: tuple[Path, Path],
             for b, slices in enumerate(steps):
                 assert sorted(np.concatenate(slices)) == sorted(order[b * 8:(b + 1) * 8])
     assert ShardedBatches(FaceBatches(cache, rows, 16, shuffle=True), 1, 2).batch_size == 16
+    drawn = FaceBatches(cache, rows, 16, shuffle=True, sampler="balanced")
+    assert list(ShardedBatches(drawn, 1, 2).order(3)) == list(drawn.order(3))  # every rank draws the same order
     with pytest.raises(DistributedError, match="multiple of the 3 processes"):
         DistContext(rank=0, world_size=3).shard(FaceBatches(cache, rows, 16, shuffle=True))
 

@@ -14,9 +14,9 @@ import torch
 
 from facial_demographics.datasets.cache import load_cache
 from facial_demographics.datasets.errors import DataError
+from facial_demographics.labels import AGE_BANDS, AGE_GROUPS
 from facial_demographics.training.checkpoint import Checkpoint
 from facial_demographics.training.config import ConfigError, RunConfig, config_from_dict, load_config
-from facial_demographics.labels import AGE_BANDS, AGE_GROUPS
 from facial_demographics.training.data import FaceBatches, sampling_probabilities, sampling_strata, split_rows
 from facial_demographics.training.loop import EpochState, train
 

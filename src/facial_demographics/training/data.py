@@ -143,7 +143,7 @@ class FaceBatches:
         self.cache, self.rows, self.batch_size = cache, rows, batch_size
         self.teacher = teacher
         self.shuffle, self.seed, self.limit_batches = shuffle, seed, limit_batches
-        self.sampler, self.sampler_power = sampler, sampler_power
+        self.sampling, self.sampling_power = sampler, sampler_power  # (ShardedBatches' .sampler is its own)
         idx = cache.index.iloc[rows]
         self.ages = idx["age"].astype(float).to_numpy()
         self.genders = gender_codes(idx["gender"].astype(float).to_numpy())

@@ -80,7 +80,7 @@ class ShardedBatches(FaceBatches):
 
     def __init__(self, base: FaceBatches, rank: int, world_size: int) -> None:
         super().__init__(base.cache, base.rows, base.batch_size, shuffle=base.shuffle, seed=base.seed,
-                         sampler=base.sampler, sampler_power=base.sampler_power,
+                         sampler=base.sampling, sampler_power=base.sampling_power,
                          limit_batches=base.limit_batches)
         self.sample_weight = base.sample_weight  # class weights, as the base computed them
         self.teacher = base.teacher  # [teacher] descriptors, indexed by cache row
