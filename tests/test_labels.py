@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from facial_demographics import labels
 from facial_demographics.labels import (
     AGE_BANDS,
     AGE_BUCKET_AGES,
@@ -68,3 +69,8 @@ def test_gender_codes() -> None:
     assert GENDER_LABELS[MALE] == "male" and GENDER_LABELS[FEMALE] == "female"
     codes = gender_codes(np.array([0.0, 1.0, np.nan]))
     assert codes.tolist() == [MALE, FEMALE, -1] and codes.dtype == np.int64
+
+
+def test_age_band_indices_agree_with_age_band() -> None:
+    ages = [-1.0, 0.0, 12.0, 12.9, 13.0, 19.0, 20.0, 39.0, 40.0, 79.0, 80.0, 116.0]
+    assert [labels.AGE_BANDS[i] for i in labels.age_band_indices(ages)] == [labels.age_band(a) for a in ages]

@@ -86,6 +86,12 @@ def age_group(age: float) -> str:
     return AGE_GROUPS[int(age_buckets([age])[0])]
 
 
+def age_band_indices(ages: ArrayLike) -> np.ndarray:
+    """Index into :data:`AGE_BANDS` of each age, int64 (negative ages in the first band, 80 and up in the
+    last); callers mask unknown (NaN) ages themselves, which land in the last band here."""
+    return np.searchsorted(np.asarray(AGE_BAND_EDGES), np.asarray(ages, dtype=np.float64), side="right")
+
+
 def age_band(age: float) -> str:
     """The :data:`AGE_BANDS` name of one age (negative ages fall in the first band, 80 and up in the last)."""
     return AGE_BANDS[bisect.bisect_right(AGE_BAND_EDGES, age)]

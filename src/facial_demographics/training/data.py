@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..datasets.cache import FaceCache
 from ..datasets.errors import DataError
 from ..datasets.splits import read_split
-from ..labels import AGE_BAND_EDGES, AGE_BANDS, AGE_GROUPS, age_buckets, gender_codes
+from ..labels import AGE_BANDS, AGE_GROUPS, age_band_indices, age_buckets, gender_codes
 from .config import AugmentConfig, RunConfig
 
 
@@ -107,7 +107,7 @@ def sampling_strata(ages: np.ndarray, races: pd.Series, sampler: str) -> tuple[n
     if sampler != "race_age":
         raise ValueError(f"sampler {sampler!r} has no strata")
     # The evaluation's age-standardised MAE weighs the same bands, so the sampler evens out what it measures.
-    band = np.searchsorted(np.asarray(AGE_BAND_EDGES), np.nan_to_num(ages), side="right")
+    band = age_band_indices(ages)
     race, names = pd.factorize(races, sort=True)  # -1 for NaN
     known = (buckets >= 0) & (race >= 0)
     return np.where(known, race * len(AGE_BANDS) + band, -1), max(len(names), 1) * len(AGE_BANDS)
@@ -143,7 +143,6 @@ class FaceBatches:
         self.cache, self.rows, self.batch_size = cache, rows, batch_size
         self.teacher = teacher
         self.shuffle, self.seed, self.limit_batches = shuffle, seed, limit_batches
-        self.sampling, self.sampling_power = sampler, sampler_power  # (ShardedBatches' .sampler is its own)
         idx = cache.index.iloc[rows]
         self.ages = idx["age"].astype(float).to_numpy()
         self.genders = gender_codes(idx["gender"].astype(float).to_numpy())

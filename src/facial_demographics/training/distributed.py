@@ -80,9 +80,9 @@ class ShardedBatches(FaceBatches):
 
     def __init__(self, base: FaceBatches, rank: int, world_size: int) -> None:
         super().__init__(base.cache, base.rows, base.batch_size, shuffle=base.shuffle, seed=base.seed,
-                         sampler=base.sampling, sampler_power=base.sampling_power,
                          limit_batches=base.limit_batches)
         self.sample_weight = base.sample_weight  # class weights, as the base computed them
+        self.draw_p = base.draw_p  # the sampler's draw probabilities: every rank draws the base's order
         self.teacher = base.teacher  # [teacher] descriptors, indexed by cache row
         self.sampler = DistributedBatchSampler(base, rank, world_size)
 
