@@ -23,17 +23,19 @@ from tests_support import copy_bundle
 
 def test_names_resolve_to_the_shipped_bundles() -> None:
     assert resolve(None) == resolve("default") == default_bundle_path() == registry.MODELS_DIR / "default"
-    for name, precision, tta in (("default", "int8", True), ("fast", "int8", False), ("fp32", "fp32", True)):
+    for name, precision, tta in (("default", "int8", True), ("fast", "int8", False), ("fp32", "fp32", True),
+                                 ("seed", "fp32", False)):
         spec = ModelBundle.load(name).spec
         assert (spec.name, spec.precision, spec.tta_flip) == (name, precision, tta)
     assert ModelBundle.load(None).spec.name == "default"
 
 
-def test_seed_is_known_but_not_installed() -> None:
-    with pytest.raises(ModelNotInstalledError, match="'seed' is not installed: .*--model PATH"):
+def test_a_known_name_without_its_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)  # a broken install: no bundle on disk
+    with pytest.raises(ModelNotInstalledError, match="'seed' is not installed: reinstall the package"):
         ModelBundle.load("seed")
     [seed] = [m for m in list_models() if m.name == "seed"]
-    assert not seed.installed and "train --config seed" in (seed.note or "")
+    assert not seed.installed and seed.note == "not installed"
 
 
 def test_unknown_name_and_paths(tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,14 +81,14 @@ def test_cli_model_names(tmp_path: Path) -> None:
     ok = runner.invoke(app, ["analyze", str(SAMPLE_PHOTO), "-m", "fast", "-f", "jsonl"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout.splitlines()[0])["faces"][0]["gender"] == "female"
-    seed = runner.invoke(app, ["analyze", str(SAMPLE_PHOTO), "--model", "seed"])
-    assert seed.exit_code == 2
-    assert "model 'seed' is not installed" in seed.output and "Traceback" not in seed.output
+    seed = runner.invoke(app, ["analyze", str(SAMPLE_PHOTO), "--model", "seed", "-f", "jsonl"])
+    assert seed.exit_code == 0, seed.output
+    assert json.loads(seed.stdout.splitlines()[0])["faces"][0]["age_group"] == "0-24"  # one of 5 classes
     listing = runner.invoke(app, ["models"])
     assert listing.exit_code == 0
     for name in ("default", "fast", "fp32", "seed"):
         assert name in listing.stdout
-    assert "not shipped with this version" in listing.stdout
+    assert "reproduced by its recipe" in listing.stdout
 
 
 def test_server_lists_models_and_serves_a_named_one() -> None:
@@ -100,7 +102,7 @@ def test_server_lists_models_and_serves_a_named_one() -> None:
     assert body["loaded"] == "fast"
     rows = {m["name"]: m for m in body["models"]}
     assert rows["fast"]["loaded"] and not rows["default"]["loaded"]
-    assert rows["seed"]["installed"] is False and "not shipped" in rows["seed"]["note"]
+    assert rows["seed"]["installed"] is True and not rows["seed"]["loaded"]
     assert rows["default"]["precision"] == "int8" and rows["fp32"]["precision"] == "fp32"
     assert model.json()["name"] == "fast" and model.json()["precision"] == "int8"
 
