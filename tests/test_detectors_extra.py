@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,12 +17,9 @@ import pytest
 
 from facial_demographics.detection import DetectorConfig, FaceDetector
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "detectors_extra.py"
-_spec = importlib.util.spec_from_file_location("detectors_extra", _PATH)
-assert _spec and _spec.loader
-dx = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("detectors_extra", dx)
-_spec.loader.exec_module(dx)
+from tests_support import load_benchmark
+
+dx = load_benchmark("detectors_extra")
 
 SCRFD = Path(os.environ.get("FD_SCRFD_ONNX", "/nonexistent/scrfd.onnx"))
 LOADERS: dict[str, Callable[[], tuple[object, str]]] = {

@@ -7,22 +7,17 @@ JPEG quality under another age label, which is what UTKFace's near-duplicates lo
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests_support import load_benchmark
+
 pytest.importorskip("imagehash")
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "split_leak.py"
-_spec = importlib.util.spec_from_file_location("split_leak", _PATH)
-assert _spec and _spec.loader
-sl = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("split_leak", sl)
-_spec.loader.exec_module(sl)
+sl = load_benchmark("split_leak")
 
 NAMES = [f"{age}_{gender}_0_2017011{i}000000000.jpg.chip.jpg"
          for i, (age, gender) in enumerate([(30, 0), (31, 1), (55, 0), (8, 1), (70, 0)])]

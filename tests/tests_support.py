@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
+import sys
 from datetime import date
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -116,3 +119,14 @@ def write_wiki_mat(path: Path, entries: list[dict[str, Any]], struct: str = "wik
             (image_root / e["full_path"]).parent.mkdir(parents=True, exist_ok=True)
             (image_root / e["full_path"]).write_bytes(b"jpeg")
     return path
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (a script folder, not a package) as module ``name``."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
