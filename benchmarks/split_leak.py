@@ -101,14 +101,29 @@ def _difference(hits_a: np.ndarray, hits_b: np.ndarray) -> str:
     return f"{100 * (pa - pb):+.1f} ± {196 * se:.1f}"
 
 
-def accuracy_row(label: str, predictions: Path, twins: set[str], distance: int) -> str:
-    """One markdown row: 5-bucket and gender accuracy on faces with a twin in train against the rest."""
+@dataclass(frozen=True)
+class Scored:
+    """An ``evaluate`` predictions file's scored faces: key, bucket right, gender right."""
+
+    keys: list[str]
+    bucket: np.ndarray
+    gender: np.ndarray
+
+
+def read_scored(predictions: Path) -> Scored:
+    """The faces of a predictions file that were scored (status ``ok``)."""
     with predictions.open(newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["status"] == "ok"]
-    twin = np.array([r["key"] in twins for r in rows])
     bucket = (age_buckets(np.array([float(r["true_age"]) for r in rows]))
               == age_buckets(np.array([float(r["pred_age"]) for r in rows])))
     gender = np.array([r["true_gender"] == r["pred_gender"] for r in rows])
+    return Scored([r["key"] for r in rows], bucket, gender)
+
+
+def accuracy_row(label: str, scored: Scored, twins: set[str], distance: int) -> str:
+    """One markdown row: 5-bucket and gender accuracy on faces with a twin in train against the rest."""
+    twin = np.array([k in twins for k in scored.keys])
+    bucket, gender = scored.bucket, scored.gender
     return (f"| {label} | ≤ {distance} | {twin.sum()} / {(~twin).sum()} | {100 * bucket[twin].mean():.1f} % "
             f"/ {100 * bucket[~twin].mean():.1f} % ({_difference(bucket[twin], bucket[~twin])}) "
             f"| {100 * gender[twin].mean():.1f} % / {100 * gender[~twin].mean():.1f} % "
@@ -142,9 +157,10 @@ def main() -> None:
               "| --- | --- | --- | --- | --- |")
         for item in args.predictions:
             label, path = item.split("=", 1)
+            scored = read_scored(Path(path))
             for d in sorted({0, 2, args.max_distance}):
                 twins = twins_in_train([p for p in pairs if p.distance <= d], splits, keys, "test")
-                print(accuracy_row(label, Path(path), twins, d), flush=True)
+                print(accuracy_row(label, scored, twins, d), flush=True)
 
 
 if __name__ == "__main__":

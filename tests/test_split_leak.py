@@ -77,6 +77,6 @@ def test_accuracy_row_compares_twins_with_the_rest(tmp_path: Path) -> None:
         out = csv.writer(handle)
         out.writerow(["key", "true_age", "pred_age", "true_gender", "pred_gender", "status"])
         out.writerows(rows)
-    row = sl.accuracy_row("m", path, {TWIN}, 4)
+    row = sl.accuracy_row("m", sl.read_scored(path), {TWIN}, 4)
     assert row.startswith("| m | ≤ 4 | 1 / 2 | 100.0 % / 50.0 % (+50.0 ± ")
     assert row.split("|")[5].strip().startswith("100.0 % / 50.0 % (+50.0 ± ")  # the gender cell
