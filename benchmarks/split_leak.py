@@ -155,11 +155,12 @@ def main() -> None:
         print("\n| model | twin within (bits) | test faces with / without a twin in train | 5-bucket, with / "
               "without (difference, 95 %) | gender, with / without (difference, 95 %) |\n"
               "| --- | --- | --- | --- | --- |")
+        test_twins = {d: twins_in_train([p for p in pairs if p.distance <= d], splits, keys, "test")
+                      for d in sorted({0, 2, args.max_distance})}  # the same for every predictions file
         for item in args.predictions:
             label, path = item.split("=", 1)
             scored = read_scored(Path(path))
-            for d in sorted({0, 2, args.max_distance}):
-                twins = twins_in_train([p for p in pairs if p.distance <= d], splits, keys, "test")
+            for d, twins in test_twins.items():
                 print(accuracy_row(label, scored, twins, d), flush=True)
 
 
