@@ -62,6 +62,9 @@ def test_ctrl_c_keeps_every_finished_result(many_photos: Path, tiny_bundle: Path
         [sys.executable, "-m", "facial_demographics", "analyze", str(many_photos), "-f", fmt, "-o", str(out),
          "-m", str(tiny_bundle), "--batch-size", "8"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A shell's background job (`pytest ... &`) ignores SIGINT and its children inherit that, and Python
+        # only turns SIGINT into KeyboardInterrupt when it starts with the default action: restore it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not out.exists() or out.read_text().count('"path"' if fmt != "csv" else "\n") < 3:
