@@ -43,7 +43,7 @@ ENTRIES: dict[str, RegistryEntry] = {e.name: e for e in (
                   "augmentation, INT8"),
     RegistryEntry("fast", "the default's network without flip test-time augmentation, INT8: about twice the "
                   "faces per second at a little accuracy"),
-    RegistryEntry("fp32", "the default's float (fp32) graph, as exported from training (0.2.0): the reference, "
+    RegistryEntry("fp32", "the default's float (fp32) graph, as exported from training (0.3.0): the reference, "
                   "and the one to use on a GPU"),
     RegistryEntry("seed", "the seed report's own system (separable CNN at 198 px, 5 age classes + gender), "
                   "reproduced by its recipe: far weaker than the default, kept for comparison"),
