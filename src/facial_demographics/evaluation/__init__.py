@@ -2,7 +2,8 @@
 
 Modules: ``metrics`` (pure numpy/pandas/scipy functions of a predictions table), ``report`` (the
 self-contained ``report.html``), ``evaluate`` (``evaluate_dataset``, behind
-``facial-demographics evaluate``). Nothing is imported here, so the CLI pays for matplotlib only when
+``facial-demographics evaluate``), ``release`` (the release rule and the model targets, applied to
+``metrics.json`` files). Nothing is imported here, so the CLI pays for matplotlib only when
 it evaluates.
 
 ``metrics.json`` keys (rates are fractions in [0, 1]; ages in years; None where undefined):
