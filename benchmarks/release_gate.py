@@ -4,17 +4,17 @@ Reads ``metrics.json`` files written by ``facial-demographics evaluate`` and pri
 :mod:`facial_demographics.evaluation.release`'s checks:
 
 - ``--candidate`` and ``--reference``: the new model and the shipped one on the **validation** split,
-  the same images (``evaluate --split val --model NEW --compare default`` writes both). The release rule:
+  the same images (``evaluate --split val --model NEW --compare fp32`` writes both). The release rule:
   lower MAE, higher gender accuracy, no race or gender group's MAE worse by more than 0.2 years.
 - ``--targets LABEL=metrics.json`` (repeatable): issue 15's targets, for **test**-split evaluations.
 
 Exit status 0 when every release check passes (or none was asked for), 1 otherwise. Reproduce:
 
     facial-demographics evaluate --dataset ../shared/datasets/UTKFace --cropped --split val \\
-        --model bundles/v03 --compare default --out out/eval-val-v03
+        --model out/bundles/v03-teacher --compare fp32 --out out/eval-val-v03-teacher
     PYTHONPATH=src .venv/bin/python benchmarks/release_gate.py \\
-        --candidate out/eval-val-v03/metrics.json \\
-        --reference out/eval-val-v03/compare/1-default-0.2.0/metrics.json
+        --candidate out/eval-val-v03-teacher/metrics.json \\
+        --reference out/eval-val-v03-teacher/compare/1-fp32-0.2.0/metrics.json
 """
 
 from __future__ import annotations

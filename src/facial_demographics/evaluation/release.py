@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from facial_demographics.labels import GENDER_AGE_BANDS
+
 Metrics = Mapping[str, Any]
 
 #: How much worse (years of MAE) any race or gender group may get for a release.
@@ -38,7 +40,7 @@ class Check:
         limit: the reference value or the target it is held to.
         passed: whether the rule holds (False when ``value`` is missing).
         margin: how far ``value`` is inside (> 0) or outside (< 0) the rule, in the metric's unit.
-        rule: the rule in words, e.g. ``"< 4.49"`` or ``"≤ reference + 0.20"``.
+        rule: the rule in words, e.g. ``"< 4.486"`` or ``"≤ 3.224 + 0.20"`` (reference plus tolerance).
     """
 
     name: str
@@ -135,9 +137,9 @@ def _key(*path: str) -> Callable[[Metrics], float | None]:
 
 
 def _worst_band_ece(metrics: Metrics) -> float | None:
-    """The largest gender ECE over the gender age bands (the ``20+`` summary row is not a band)."""
+    """The largest gender ECE over :data:`GENDER_AGE_BANDS` (not the ``20+`` summary row beside them)."""
     bands = metrics.get("gender_by_age_band") or {}
-    values = [_at(bands, (band, "gender_ece")) for band in bands if band != "20+"]
+    values = [_at(bands, (band, "gender_ece")) for band in GENDER_AGE_BANDS]
     known = [v for v in values if v is not None]
     return max(known) if known else None
 
