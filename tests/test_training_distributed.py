@@ -22,7 +22,9 @@ from facial_demographics.training.distributed import (
     DistributedBatchSampler,
     DistributedError,
     ShardedBatches,
+    current,
     launch,
+    resolve_device,
 )
 from facial_demographics.training.loop import EpochState, _setup_data, train
 from facial_demographics.training.models import build_model
@@ -176,3 +178,40 @@ def test_nproc_2_matches_one_process_and_resumes(data: tuple[Path, Path], tiny: 
 def test_nproc_refuses_a_global_batch_it_cannot_share(data: tuple[Path, Path], tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(DistributedError, match="multiple of --nproc 3"):
         run_training(tiny, out=tmp_path / "x", cache=data[0], split=data[1], nproc=3, progress=False)
+
+
+def test_device_names_resolve_or_fail_with_the_reason() -> None:
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DistributedError, match="expected auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu0")
+    seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(DistributedError, match=f"sees {seen} CUDA device"):
+        resolve_device(f"cuda:{seen}")
+
+
+def test_a_gpu_asked_for_where_there_is_none_stops_before_training(data: tuple[Path, Path], tiny: Path,
+                                                                   tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DistributedError, match="--device cuda: PyTorch sees 0 CUDA"):
+        run_training(tiny, out=tmp_path / "x", cache=data[0], split=data[1], device="cuda", progress=False)
+    assert not (tmp_path / "x" / "steps.csv").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/device_ablation.py runs it)")
+def test_one_process_trains_on_the_gpu_and_saves_cpu_loadable_checkpoints(data: tuple[Path, Path], tiny: Path,
+                                                                          tmp_path: Path) -> None:
+    common = {"cache": data[0], "split": data[1], "epochs": EPOCHS, "progress": False}
+    gpu = run_training(tiny, out=tmp_path / "gpu", device="cuda", **common)
+    assert current().device == "cpu"  # the call gave the device back
+    cpu = run_training(tiny, out=tmp_path / "cpu", device="cpu", **common)
+    g, c = _steps(tmp_path / "gpu"), _steps(tmp_path / "cpu")
+    # Same weights, data order and augmentation parameters (kornia draws them from the CPU's stream); the
+    # noise op draws from the GPU's, and the arithmetic differs, so the curves agree only roughly.
+    assert abs(g[0] - c[0]) / c[0] < 0.1, (g, c)
+    assert g[-4:].mean() < g[:4].mean()
+    ckpt = Checkpoint.load(gpu.last_checkpoint)
+    assert {t.device.type for t in ckpt.eval_weights.values()} == {"cpu"}
+    resumed = run_training(None, resume=gpu.last_checkpoint, epochs=EPOCHS + 1, device="cuda", progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]

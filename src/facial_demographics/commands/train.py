@@ -34,6 +34,10 @@ def train(
         "--precision", help="Override train.precision: fp32, or bf16 autocast (weights stay fp32). On GPUs and "
         "for the seed's plain convolutions on CPUs with AVX512-BF16 it is faster; for EfficientNet on "
         "this CPU it was 1.8x slower (see README).")] = None,
+    device: Annotated[str, typer.Option("--device", help=(
+        "Where one process trains: auto (the first GPU PyTorch sees, else the CPU), cpu, cuda or cuda:N. "
+        "The batch augmentation runs there too. --nproc ranks each take their own GPU when there are "
+        "enough."))] = "auto",
 ) -> None:
     """Train a model from a TOML config: checkpoints every epoch, metrics CSV/JSON, learning curves."""
     need_extra("train")
@@ -42,7 +46,7 @@ def train(
     with user_errors():
         result = run_training(config, resume=resume, lr=lr, epochs=epochs, out=out, cache=cache, split=split,
                               max_steps=max_steps, nproc=nproc,
-                              precision=None if precision is None else precision.value)
+                              precision=None if precision is None else precision.value, device=device)
     if int(os.environ.get("RANK", "0")) != 0:  # a torchrun rank other than 0: rank 0 reports
         return
     best = result.best

@@ -263,8 +263,8 @@ class RandomNoise(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         chosen = (torch.rand(x.shape[0]) < self.p).to(x.dtype)
-        std = torch.empty(x.shape[0]).uniform_(*self.std).to(x.dtype) * chosen
-        return (x + torch.randn_like(x) * std.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+        std = torch.empty(x.shape[0]).uniform_(*self.std).to(x.dtype) * chosen  # drawn on the CPU's stream
+        return (x + torch.randn_like(x) * std.to(x.device).view(-1, 1, 1, 1)).clamp(0.0, 1.0)
 
 
 def train_input(faces: Tensor, augment: Augment, size: int, channels_last: bool) -> Tensor:

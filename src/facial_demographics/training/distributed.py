@@ -234,6 +234,47 @@ def init_from_env() -> DistContext:
     return _CONTEXT
 
 
+def resolve_device(device: str) -> str:
+    """The torch device a single-process run trains on: ``"auto"`` is the first GPU when PyTorch sees
+    one, else the CPU; ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` as given.
+
+    Raises:
+        DistributedError: a GPU was asked for and PyTorch sees none (or not that many), or the name is not
+            a device.
+    """
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        index = int(device[5:]) if device != "cuda" else 0
+        seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if index >= seen:
+            raise DistributedError(f"--device {device}: PyTorch sees {seen} CUDA device(s) "
+                                   "(a CPU-only torch build, or no GPU here); use --device cpu or auto")
+        return f"cuda:{index}"
+    raise DistributedError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def use_device(device: str) -> DistContext:
+    """Make this (single, not distributed) process train on ``device`` (a :func:`resolve_device` name):
+    the model, the batch augmentation and the forward pass run there; the loss and metrics stay on the CPU
+    (:class:`OnDevice`).
+
+    Raises:
+        DistributedError: inside a multi-process group, whose ranks take their device from their rank.
+    """
+    global _CONTEXT
+    if _CONTEXT.enabled:
+        raise DistributedError("--device is for one process; the ranks of --nproc/torchrun use their own GPU")
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+        # Fixed input shapes: let cuDNN time its convolution algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    _CONTEXT = DistContext(device=device)
+    return _CONTEXT
+
+
 def shutdown() -> None:
     """Leave the process group (end of a rank's work)."""
     global _CONTEXT

@@ -333,10 +333,13 @@ class _Round:
         ddp = ddp_hooks.current()  # DDP hook
         state.model.train()
         sums, seen = np.zeros(4), 0
+        # The batch is augmented where the model runs: on a GPU the kornia ops cost a sliver of what they cost
+        # on the CPU (215 ms of a 770 ms step there), and only the uint8 faces cross the bus.
+        device = torch.device(ddp.device)
         bar = tqdm(setup.train.epoch(epoch), total=len(setup.train), disable=not self.progress, leave=False,
                    desc=f"{self.rnd.name} epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
         for faces, labels in bar:
-            x = train_input(faces, setup.augment, cfg.data.input_size, cfg.train.channels_last)
+            x = train_input(faces.to(device), setup.augment, cfg.data.input_size, cfg.train.channels_last)
             with self._autocast(x):
                 outputs = state.net(x)  # DDP hook: net, not model
             # (age, gender) or, with a [teacher], (age, gender, teacher): the aux output exists in training only.

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..datasets.cache import load_cache
 from .checkpoint import Checkpoint
 from .config import ConfigError, RunConfig, load_config, with_overrides
-from .distributed import DistributedError, current, init_from_env, launch, shutdown
+from .distributed import DistributedError, current, init_from_env, launch, resolve_device, shutdown, use_device
 from .loop import TrainResult, round_dir, train
 from .steps import StepLog
 
@@ -16,7 +16,7 @@ from .steps import StepLog
 def run_training(config: Path | str | None, resume: Path | None = None, lr: float | None = None,
                  epochs: int | None = None, out: Path | None = None, cache: Path | None = None,
                  split: Path | None = None, max_steps: int | None = None, progress: bool = True,
-                 nproc: int = 1, precision: str | None = None) -> TrainResult:
+                 nproc: int = 1, precision: str | None = None, device: str = "auto") -> TrainResult:
     """Train a run described by a TOML config (or continue one); the given values override the config's.
 
     Args:
@@ -24,6 +24,8 @@ def run_training(config: Path | str | None, resume: Path | None = None, lr: floa
         resume: a ``last.pt`` to continue from.
         out: the run directory (default ``runs/<config name>``, or the checkpoint's run when resuming).
         precision: "fp32" or "bf16" (``train.precision``); a resumed run may switch.
+        device: where one process trains: "auto" (the first GPU if PyTorch sees one), "cpu", "cuda",
+            "cuda:N". Multi-process ranks each take their own GPU when there are enough, else the CPU.
         nproc: processes on this machine, trained with DistributedDataParallel (the global batch stays
             ``train.batch_size``); under ``torchrun`` each process joins its group instead.
 
@@ -32,7 +34,7 @@ def run_training(config: Path | str | None, resume: Path | None = None, lr: floa
 
     Raises:
         ConfigError: neither a config nor a checkpoint, or a bad config.
-        DistributedError: a global batch the processes cannot share.
+        DistributedError: a global batch the processes cannot share, or a device that is not here.
     """
     if config is None and resume is None:
         raise ConfigError("give --config (a TOML run config) or --resume (a last.pt checkpoint)")
@@ -47,6 +49,8 @@ def run_training(config: Path | str | None, resume: Path | None = None, lr: floa
         launch(nproc, run_training, config=config, resume=resume, lr=lr, epochs=epochs, out=run_dir, cache=cache,
                split=split, max_steps=max_steps, progress=progress, precision=precision)
         return _result_on_disk(cfg, run_dir)
+    if not ddp.enabled:
+        ddp = use_device(resolve_device(device))
     steps = None
     if ddp.is_main:
         steps = StepLog(run_dir / "steps.csv", None if ckpt is None else ckpt.round,
@@ -56,8 +60,8 @@ def run_training(config: Path | str | None, resume: Path | None = None, lr: floa
     finally:
         if steps is not None:
             steps.close()
-        if ddp.enabled and joined_here:
-            shutdown()
+        if joined_here:
+            shutdown()  # leave the group, or the device this call chose
 
 
 def _check_shareable(cfg: RunConfig, nproc: int) -> None:
