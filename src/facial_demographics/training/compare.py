@@ -30,6 +30,12 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     return json.loads((run_dir / "config.json").read_text()), pd.read_csv(run_dir / "metrics.csv")
 
 
+def run_label(cfg: dict[str, Any], run_dir: Path) -> str:
+    """The config's name, with the folder when they differ (two runs of one config stay apart)."""
+    name, folder = cfg["name"], Path(run_dir).name
+    return name if folder == name else f"{name} ({folder})"
+
+
 def summarize_run(run_dir: Path) -> dict[str, Any]:
     """The run's metrics at the epoch its ``train.select`` metric liked best."""
     cfg, metrics = load_run(run_dir)
@@ -37,9 +43,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     col = metrics[select]
     best = col.idxmax() if SELECT_METRICS[select] else col.idxmin()
     row = metrics.loc[best] if col.notna().any() else metrics.iloc[-1]
-    name, folder = cfg["name"], Path(run_dir).name
     return {
-        "run": name if folder == name else f"{name} ({folder})",
+        "run": run_label(cfg, run_dir),
         "model": cfg["model"]["name"], "age_head": cfg["heads"]["age"],
         "input_size": cfg["data"]["input_size"],
         "epochs_run": len(metrics), "best_epoch": int(best) + 1 if col.notna().any() else math.nan,
@@ -66,7 +71,7 @@ def plot_comparison(run_dirs: list[Path], out_png: Path) -> Path:
         x = range(1, len(metrics) + 1)
         for ax, col in zip(axes, ("val_mae", "val_bucket_acc", "val_gender_acc"), strict=True):
             if metrics[col].notna().any():
-                ax.plot(x, metrics[col], marker=".", label=cfg["name"])
+                ax.plot(x, metrics[col], marker=".", label=run_label(cfg, run_dir))
     for ax, title in zip(axes, ("Val age MAE (years)", "Val 5-bucket accuracy", "Val gender accuracy"),
                          strict=True):
         ax.set(title=title, xlabel="epoch (all rounds)")
