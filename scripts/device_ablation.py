@@ -204,25 +204,39 @@ def plan(seconds_left: float, s1: float, s2: float, running: list[int]) -> tuple
     return long_epochs, weight
 
 
-def run(pack_dir: Path, out: Path, seconds: float, device: str) -> None:
+def run(pack_dir: Path, out: Path, seconds: float, device: str, runs: list[str], test: bool) -> None:
+    """Unpack, run the GPU test (``test``), then train: the named ``runs`` (NAME=CONFIG:EPOCHS, all at
+    once, stopped 15 s before the deadline) or, without any, the planned round of :func:`_train_all`."""
     work, cache = Path("/tmp/ablation"), Path("/tmp/ablation/cache")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     d = Driver(out, seconds, cache, work, device)
     try:
         d.log(f"unpacked {unpack(pack_dir, cache)} faces into {cache}")
+        if not test:
+            d.log("GPU test skipped")
+            _train_named(d, runs)
+            return
         gpu_test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                    "tests/test_training_distributed.py", "-k", "gpu or device"],
                                   capture_output=True, text=True, timeout=120)
         d.log("GPU test: " + (gpu_test.stdout.strip().splitlines() or ["no output"])[-1])
         (out / "gpu-test.log").write_text(gpu_test.stdout + gpu_test.stderr)
-        _train_all(d)
+        _train_named(d, runs) if runs else _train_all(d)
     finally:  # whatever ran comes back, also when a run failed to start
         for name in d.procs:
             if d.procs[name].poll() is None:
                 d.procs[name].kill()
             d.bring_back(name)
         d.log("done: " + json.dumps({n: d.steps_done(n) for n in d.procs}))
+
+
+def _train_named(d: Driver, runs: list[str]) -> None:
+    for spec in runs:
+        name, _, rest = spec.partition("=")
+        config, _, epochs = rest.partition(":")
+        d.start(name, config, int(epochs or CONTROL_EPOCHS))
+    d.wait(margin=15)
 
 
 def _train_all(d: Driver) -> None:
@@ -258,11 +272,14 @@ def main() -> None:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--seconds", type=float, default=470.0)
     r.add_argument("--device", default="cuda", help="cpu for a dry run of the driver here")
+    r.add_argument("--runs", nargs="*", default=[], help="NAME=CONFIG:EPOCHS to train at once instead of the "
+                   "planned round")
+    r.add_argument("--no-test", dest="test", action="store_false", help="skip the GPU test")
     a = ap.parse_args()
     if a.cmd == "pack":
         pack(a.cache, a.split, a.out, a.quality)
     else:
-        run(a.pack, a.out, a.seconds, a.device)
+        run(a.pack, a.out, a.seconds, a.device, a.runs, a.test)
 
 
 if __name__ == "__main__":

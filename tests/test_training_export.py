@@ -79,3 +79,29 @@ def test_regression_export_records_residual_intervals(tmp_path: Path) -> None:
     q = head["residual_quantile"]
     assert q["0.5"] <= q["0.8"] <= q["0.9"] <= q["0.95"]
     assert report.max_abs_diff < 1e-4
+
+
+def test_an_age_head_over_0_to_120_exports_and_answers_above_100(tmp_path: Path) -> None:
+    # configs/v03_age120.toml: UTKFace goes to 116, a 0..100 head cannot say so.
+    import facial_demographics.model as model_mod
+
+    cache, split = make_cache(tmp_path, n=24, size=32)
+    raw = load_config("tiny").to_dict()
+    raw["data"].update(cache=str(cache), split=str(split), input_size=32, limit_batches=1)
+    raw["heads"]["max_age"] = load_config("v03_age120").heads.max_age
+    raw["train"].update(epochs=1, batch_size=8)
+    train(config_from_dict(raw), tmp_path / "run", progress=False, log=lambda _: None)
+    # A head that puts its mass on age 110 whatever the face: the bundle must carry the answer through.
+    ckpt = torch.load(tmp_path / "run" / "best.pt", map_location="cpu", weights_only=False)
+    head = {k: v for k, v in ckpt["ema_model"].items() if k.startswith("age_head") and v.shape[0] == 121}
+    assert sorted(k.rsplit(".", 1)[1] for k in head) == ["bias", "weight"]
+    for key, value in head.items():
+        value.zero_()
+        if key.endswith("bias"):
+            value[110] = 30.0
+    torch.save(ckpt, tmp_path / "run" / "peaked.pt")
+    report = export_bundle(tmp_path / "run" / "peaked.pt", tmp_path / "bundle", cache=cache)
+    assert report.manifest["heads"]["age"]["values"] == [float(a) for a in range(121)]
+    predictor = model_mod.AgeGenderModel(model_mod.ModelBundle.load(report.bundle))
+    pred = predictor.predict(np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
+    np.testing.assert_allclose(pred.age, 110.0, atol=0.5)
