@@ -72,6 +72,14 @@ def test_list_models_reports_each_manifest() -> None:
     assert comparison is not None and comparison["split"] == "val" and comparison["faces"] > 1000
     assert abs(comparison["int8"]["mae"] - comparison["source"]["mae"]) <= 0.05  # the rule that made it default
     assert abs(comparison["int8"]["gender_accuracy"] - comparison["source"]["gender_accuracy"]) <= 0.003
+    # Each graph's own validation scores: the INT8 graph's from quantisation, the float graph's from training.
+    assert rows["default"].validation == {"source": "quantization", "mae": comparison["int8"]["mae"],
+                                          "gender_accuracy": comparison["int8"]["gender_accuracy"]}
+    fp32 = rows["fp32"].validation
+    assert fp32 is not None and fp32["source"] == "training"
+    assert fp32["mae"] == pytest.approx(comparison["source"]["mae"], abs=1e-3)  # the graph it was quantised from
+    seed = rows["seed"].validation
+    assert seed is not None and seed["mae"] is None and 0.7 < seed["gender_accuracy"] < 0.9  # a 5-bucket head
 
 
 def test_cli_model_names(tmp_path: Path) -> None:

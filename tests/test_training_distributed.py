@@ -205,7 +205,7 @@ def test_one_process_trains_on_the_gpu_and_saves_cpu_loadable_checkpoints(data: 
     common = {"cache": data[0], "split": data[1], "epochs": EPOCHS, "progress": False}
     gpu = run_training(tiny, out=tmp_path / "gpu", device="cuda", **common)
     assert current().device == "cpu"  # the call gave the device back
-    cpu = run_training(tiny, out=tmp_path / "cpu", device="cpu", **common)
+    run_training(tiny, out=tmp_path / "cpu", device="cpu", **common)
     g, c = _steps(tmp_path / "gpu"), _steps(tmp_path / "cpu")
     # Same weights, data order and augmentation parameters (kornia draws them from the CPU's stream); the
     # noise op draws from the GPU's, and the arithmetic differs, so the curves agree only roughly.

@@ -100,6 +100,7 @@ class InstalledModel:
     input_size: int | None = None
     size_bytes: int | None = None
     metrics: dict[str, Any] | None = None  # the manifest's recorded validation comparison, if any
+    validation: dict[str, Any] | None = None  # this graph's own validation scores (see _validation)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -122,5 +123,21 @@ def list_models() -> list[InstalledModel]:
         rows.append(InstalledModel(
             entry.name, True, entry.summary, None, doc.get("version"), doc.get("precision", "fp32"),
             doc.get("tta_flip", training.get("tta_flip")), (doc.get("input") or {}).get("size"),
-            (entry.path / "model.onnx").stat().st_size, comparison))
+            (entry.path / "model.onnx").stat().st_size, comparison, _validation(doc)))
     return rows
+
+
+def _validation(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The bundle's own validation MAE and gender accuracy (cached val faces): a quantised graph's from its
+    comparison with the float graph, a float graph's from its training run's best epoch. No MAE for a
+    5-bucket age head, whose "MAE" is to the buckets' representative ages, not comparable."""
+    comparison = (doc.get("quantization") or {}).get("comparison") or {}
+    if "int8" in comparison:
+        own = comparison["int8"]
+        return {"source": "quantization", "mae": own.get("mae"), "gender_accuracy": own.get("gender_accuracy")}
+    metrics = (doc.get("training") or {}).get("metrics") or {}
+    if not metrics:
+        return None
+    buckets = ((doc.get("heads") or {}).get("age") or {}).get("type") == "buckets"
+    return {"source": "training", "mae": None if buckets else metrics.get("val_mae"),
+            "gender_accuracy": metrics.get("val_gender_acc")}

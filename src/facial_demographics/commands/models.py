@@ -15,12 +15,12 @@ def models() -> None:
         table.add_column(col, justify="right" if col in ("size", "val MAE", "val gender") else "left", no_wrap=True)
     rows = list_models()
     for m in rows:
-        int8 = (m.metrics or {}).get("int8") or {}
-        gender = int8.get("gender_accuracy")
+        own = m.validation or {}
+        mae, gender = own.get("mae"), own.get("gender_accuracy")
         table.add_row(
             m.name, "yes" if m.installed else "no", m.precision or "", "" if m.tta_flip is None else
             ("yes" if m.tta_flip else "no"), f"{m.size_bytes / 1e6:.1f} MB" if m.size_bytes else "",
-            f"{int8['mae']:.2f}" if "mae" in int8 else "", f"{100 * gender:.1f} %" if gender is not None else "")
+            f"{mae:.2f}" if mae is not None else "", f"{100 * gender:.1f} %" if gender is not None else "")
     console = Console()
     console.print(table)
     for m in rows:

@@ -25,6 +25,10 @@ class ModelEntryOut(BaseModel):
     size_bytes: int | None = Field(None, description="Size of the model graph.")
     metrics: dict[str, Any] | None = Field(
         None, description="For a quantised model: its validation-split comparison with the float graph.")
+    validation: dict[str, Any] | None = Field(
+        None, description="This graph's own validation MAE (null for a 5-bucket head) and gender accuracy on the "
+        "cached val faces, and their source: 'quantization' (measured at quantisation) or 'training' (the "
+        "run's best epoch).")
 
 
 class ModelsResponse(BaseModel):
