@@ -37,7 +37,10 @@ import numpy as np
 
 STEPS_PER_EPOCH = 253  # 16,150 train faces in batches of 64
 CONTROL_EPOCHS = 18
-EPOCH_OVERHEAD_S = 3.0  # validation (2,018 faces, flip TTA), checkpoint and curves, per run and epoch (a guess)
+# Validation (2,018 faces, flip TTA), checkpoint and curves, per run and epoch: a guess, and too low on the H200
+# (with 45 ms steps it sized the long run at 26 epochs and the deadline stopped it after 23). Measure it there
+# from metrics.csv's epoch_seconds before trusting a plan again.
+EPOCH_OVERHEAD_S = 3.0
 
 
 # --------------------------------------------------------------------------------------------- pack (here)
