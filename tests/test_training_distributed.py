@@ -190,6 +190,12 @@ def test_device_names_resolve_or_fail_with_the_reason() -> None:
         resolve_device(f"cuda:{seen}")
 
 
+def test_the_run_log_names_the_device(data: tuple[Path, Path], tiny: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    train(_cfg(data, tiny), tmp_path / "run", max_steps=1, log=lines.append, progress=False)
+    assert any(line.endswith(", on cpu") and "threads" in line for line in lines), lines
+
+
 def test_a_gpu_asked_for_where_there_is_none_stops_before_training(data: tuple[Path, Path], tiny: Path,
                                                                    tmp_path: Path) -> None:
     if torch.cuda.is_available():

@@ -313,11 +313,11 @@ class _Round:
         if ckpt is not None:
             state.restore(ckpt)
             self.log(f"resumed {self.rnd.name} at epoch {state.epoch + 1}/{self.epochs}, step {state.global_step}, "
-                     f"lr {state.lr:.3g}")
+                     f"lr {state.lr:.3g}, on {ddp.device}")
         else:
             self.log(f"{cfg.name} {self.rnd.name}: {cfg.model.name} ({count_parameters(model) / 1e6:.2f}M "
                      f"params), {self.epochs} epochs, lr {lr:g}, {cfg.optim.name}, {cfg.schedule.name} schedule, "
-                     f"{cfg.train.threads} threads")
+                     f"{cfg.train.threads} threads, on {ddp.device}")
         return state
 
     def _autocast(self, x: torch.Tensor) -> torch.autocast:
