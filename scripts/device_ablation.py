@@ -45,24 +45,25 @@ EPOCH_OVERHEAD_S = 3.0
 
 # --------------------------------------------------------------------------------------------- pack (here)
 
-def pack(cache: Path, split: Path, out: Path, quality: int) -> None:
+def pack(cache_dir: Path, split: Path, out: Path, quality: int) -> None:
     import cv2
-    import pandas as pd
 
-    index = pd.read_parquet(cache / "index.parquet")
-    assign = pd.read_csv(split).set_index("key")["split"]
-    keep = np.flatnonzero(index["key"].map(assign).isin(["train", "val"]).to_numpy())  # cache order kept
-    faces = np.load(cache / "faces.npy", mmap_mode="r")
-    blobs = [cv2.imencode(".webp", np.ascontiguousarray(faces[i][..., ::-1]), [cv2.IMWRITE_WEBP_QUALITY, quality])[1]
-             for i in keep]
+    from facial_demographics.datasets.cache import load_cache
+    from facial_demographics.datasets.splits import read_split
+
+    cache = load_cache(cache_dir)
+    index = cache.index
+    keep = np.flatnonzero(index["key"].map(read_split(split)).isin(["train", "val"]).to_numpy())  # cache order
+    blobs = [cv2.imencode(".webp", np.ascontiguousarray(cache.faces[i][..., ::-1]),
+                          [cv2.IMWRITE_WEBP_QUALITY, quality])[1] for i in keep]
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "faces.webp").write_bytes(b"".join(b.tobytes() for b in blobs))
     np.save(data / "offsets.npy", np.cumsum([0] + [len(b) for b in blobs]))
     columns = ["key", "age", "gender", "race", "status"]  # what training reads (landmarks etc. stay here)
     index.iloc[keep][columns].reset_index(drop=True).to_parquet(data / "index.parquet")
-    shutil.copy(cache / "meta.json", data / "meta.json")
-    np.save(data / "descriptors.npy", np.load(cache / "descriptors.npy")[keep].astype(np.float16))
+    shutil.copy(cache_dir / "meta.json", data / "meta.json")
+    np.save(data / "descriptors.npy", np.load(cache_dir / "descriptors.npy")[keep].astype(np.float16))
     _pack_lite0(out / "site")
     print(f"{len(keep)} faces, {sum(len(b) for b in blobs) / len(keep):.0f} bytes each; "
           f"{sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MiB in {out}")
@@ -122,7 +123,7 @@ class Driver:
     def start(self, name: str, config: str, epochs: int) -> None:
         cmd = [sys.executable, "-m", "facial_demographics", "train", "--config", config, "--cache", str(self.cache),
                "--epochs", str(epochs), "--out", str(self.work / name), "--device", self.device]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         log = open(self.work / f"{name}.log", "wb")
         self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.log(f"started {name}: {config}, {epochs} epochs")
@@ -216,15 +217,12 @@ def run(pack_dir: Path, out: Path, seconds: float, device: str, runs: list[str],
     d = Driver(out, seconds, cache, work, device)
     try:
         d.log(f"unpacked {unpack(pack_dir, cache)} faces into {cache}")
-        if not test:
-            d.log("GPU test skipped")
-            _train_named(d, runs)
-            return
-        gpu_test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                   "tests/test_training_distributed.py", "-k", "gpu or device"],
-                                  capture_output=True, text=True, timeout=120)
-        d.log("GPU test: " + (gpu_test.stdout.strip().splitlines() or ["no output"])[-1])
-        (out / "gpu-test.log").write_text(gpu_test.stdout + gpu_test.stderr)
+        if test:
+            gpu_test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                       "tests/test_training_distributed.py", "-k", "gpu or device"],
+                                      capture_output=True, text=True, timeout=120)
+            d.log("GPU test: " + (gpu_test.stdout.strip().splitlines() or ["no output"])[-1])
+            (out / "gpu-test.log").write_text(gpu_test.stdout + gpu_test.stderr)
         _train_named(d, runs) if runs else _train_all(d)
     finally:  # whatever ran comes back, also when a run failed to start
         for name in d.procs:
