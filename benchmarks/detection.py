@@ -62,6 +62,20 @@ def photo(width: int, height: int, copies: int = 1) -> np.ndarray:
     return canvas
 
 
+class ContainmentOnly(FaceDetector):
+    """Our detector with the part test before issue 32: any box mostly inside a larger kept one is dropped."""
+
+    def _keep(self, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, order: list[int]) -> list[int]:
+        kept: list[int] = []
+        for k in sorted(order, key=lambda k: -float(np.prod(boxes[k, 2:] - boxes[k, :2]))):
+            area = max(float(np.prod(boxes[k, 2:] - boxes[k, :2])), 1e-9)
+            shares = [float(np.prod(np.maximum(0, np.minimum(boxes[k, 2:], boxes[j, 2:])
+                                               - np.maximum(boxes[k, :2], boxes[j, :2])))) / area for j in kept]
+            if not any(share >= self.config.containment for share in shares):
+                kept.append(k)
+        return kept
+
+
 def time_runs(fn: Callable[[], object], repeats: int, warmup: int = 2) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -123,11 +137,12 @@ class Row:
     images_per_s: float
 
 
-def measure(detector: FaceDetector, repeats: int, baseline: FaceDetector | None = None) -> list[Row]:
+def measure(detector: FaceDetector, repeats: int, baseline: FaceDetector | None = None,
+            baseline_name: str = "0.2.0") -> list[Row]:
     rows = []
     for width, height in SIZES:
         image = photo(width, height, copies=3 if width >= 1920 else 1)
-        for name, det in (("", detector), ("0.2.0 ", baseline)):
+        for name, det in (("", detector), (f"{baseline_name} ", baseline)):
             if det is None:
                 continue
             faces = len(det.detect(image))
@@ -160,7 +175,8 @@ def render(rows: list[Row], env: dict[str, Any], repeats: int) -> Table:
                       f"{row.images_per_s:.1f}")
     table.caption = (f"{env['cpu_count']} CPUs, load average {env['load_average_1min']}; "
                      "the fine pass works on about 0.52 MP (DetectorConfig.pixel_budget), plus a coarse pass at 256 px "
-                     "for large faces; 0.2.0 rows: one pass, photos downscaled to 960 px")
+                     "for large faces; 0.2.0 rows: one pass, photos downscaled to 960 px; before issue 32 rows: "
+                     "the containment-only part test")
     return table
 
 
@@ -184,6 +200,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, repeats=30)
+    parser.add_argument("--baseline", choices=("0.2.0", "issue-32"), default="0.2.0",
+                        help="compare with the 0.2.0 detector, or with today's before issue 32's part test")
     args = parser.parse_args(argv)
     check_common_args(parser, args)
     return args
@@ -192,8 +210,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     console, env = start(args.threads)
-    baseline = FaceDetector(DetectorConfig.single_scale(score_threshold=0.8, threads=args.threads))
-    rows = measure(FaceDetector(DetectorConfig(threads=args.threads)), args.repeats, baseline)
+    if args.baseline == "issue-32":
+        baseline: FaceDetector = ContainmentOnly(DetectorConfig(threads=args.threads))
+        name = "before issue 32"
+    else:
+        baseline = FaceDetector(DetectorConfig.single_scale(score_threshold=0.8, threads=args.threads))
+        name = "0.2.0"
+    rows = measure(FaceDetector(DetectorConfig(threads=args.threads)), args.repeats, baseline, name)
     console.print(render(rows, env, args.repeats))
     write_json(console, args.json, {"benchmark": "detection", "repeats": args.repeats, "environment": env,
                                     "rows": [asdict(r) for r in rows]})

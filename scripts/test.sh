@@ -3,7 +3,7 @@
 # tests when we can) and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh "train,serve,dev,distributed,teacher"
+scripts/setup.sh "train,serve,dev,distributed,teacher,docs"
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "chromium could not be installed: browser tests will be skipped" >&2

@@ -52,7 +52,7 @@ def test_jsonl_is_one_line_per_image(photo_dir: Path, tiny_bundle: Path) -> None
     assert [len(r["faces"]) for r in lines] == [1, 0, 1]
     assert list(lines[0]) == ["path", "width", "height", "faces", "error"]
     assert list(lines[0]["faces"][0]) == ["box", "score", "landmarks", "age", "age_interval", "age_group",
-                                          "gender", "gender_probability"]
+                                          "gender", "gender_probability", "age_distribution"]
     assert lines[0]["error"] is None and lines[0]["width"] == 512
 
 
@@ -133,20 +133,24 @@ def test_annotate_writes_valid_images(photo_dir: Path, tiny_bundle: Path, tmp_pa
     target = tmp_path / "annotated"
     code, _ = _run("analyze", str(photo_dir), "--annotate", str(target), "-f", "json", "-m", str(tiny_bundle))
     assert code == 0
-    files = sorted(target.glob("*.png"))
-    assert len(files) == 3
+    files = sorted(target.iterdir())  # each copy keeps its input's name and format
+    assert [f.name for f in files] == ["astronaut.jpg", "blank.png", "flipped.png"]
     annotated = read_image(files[0])
     original = read_image(photo_dir / "astronaut.jpg")
     assert annotated.shape == original.shape
     assert np.abs(annotated.astype(int) - original.astype(int)).sum() > 0  # something was drawn
     Image.open(files[0]).verify()
+    assert Image.open(files[0]).format == "JPEG" and Image.open(files[1]).format == "PNG"
 
 
-def test_glob_and_missing_inputs(photo_dir: Path, tiny_bundle: Path) -> None:
-    code, out = _run("analyze", str(photo_dir / "*.png"), str(photo_dir / "nope.jpg"), "-f", "jsonl",
-                     "-m", str(tiny_bundle))
+def test_glob_expands_and_a_missing_input_is_a_usage_error(photo_dir: Path, tiny_bundle: Path) -> None:
+    code, out = _run("analyze", str(photo_dir / "*.png"), "-f", "jsonl", "-m", str(tiny_bundle))
     names = [Path(json.loads(line)["path"]).name for line in out.splitlines()]
-    assert code == 1 and names == ["blank.png", "flipped.png", "nope.jpg"]
+    assert code == 0 and names == ["blank.png", "flipped.png"]
+    missing = runner.invoke(app, ["analyze", str(photo_dir / "*.png"), str(photo_dir / "nope.jpg"),
+                                  "-m", str(tiny_bundle)])
+    assert missing.exit_code == 2 and missing.stdout == ""  # told before any work, nothing analysed
+    assert missing.stderr.startswith("error: ") and "nope.jpg: no such file or folder" in missing.stderr
 
 
 def test_bad_model_is_a_clear_error(photo_dir: Path, tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ def test_missing_output_folders_are_created(tmp_path: Path, astronaut: np.ndarra
 
 def test_output_that_is_a_folder_is_refused_before_work(tmp_path: Path, tiny_bundle: Path) -> None:
     started = time.perf_counter()
-    result = runner.invoke(app, ["analyze", str(tmp_path / "nothing.jpg"), "-o", str(tmp_path), "-m", str(tiny_bundle)])
+    (tmp_path / "in.jpg").write_bytes(b"not read: -o is refused first")
+    result = runner.invoke(app, ["analyze", str(tmp_path / "in.jpg"), "-o", str(tmp_path), "-m", str(tiny_bundle)])
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "is a folder" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -125,5 +126,5 @@ def test_long_file_names_are_annotated_safely(tmp_path: Path, astronaut: np.ndar
     assert len(result.stdout.splitlines()) == 3
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 3 and max(len(n.encode()) for n in names) < 130
-    assert "00002_short.png" in names
-    assert annotated_name(0, str(folder / long_a)) != annotated_name(0, str(folder / long_b))
+    assert "short.jpg" in names and all(n.endswith(".jpg") for n in names)
+    assert annotated_name(str(folder / long_a), set()) != annotated_name(str(folder / long_b), set())

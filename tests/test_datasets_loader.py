@@ -54,7 +54,7 @@ def test_format_override(tmp_path: Path) -> None:
     folder = tmp_path / "plain"
     folder.mkdir()
     (folder / "photo.jpg").write_bytes(b"jpeg")
-    with pytest.raises(ValueError, match="plain: folder holds no UTKFace-style names"):
+    with pytest.raises(ValueError, match="plain: no labels.csv in this folder and no UTKFace-style names"):
         load_dataset(folder)
     result = load_dataset(folder, format="utkface")  # forced: the odd name is reported, not dropped
     assert result.seen == 1 and result.rejected[0].item == "photo.jpg"

@@ -145,17 +145,83 @@ def test_passes_depend_on_the_image_size() -> None:
     assert len(legacy) == 1 and legacy[0].tensor_image.shape[:2] == (540, 960)
 
 
-def test_contained_parts_are_suppressed() -> None:
-    from facial_demographics.detection import _suppress_contained
+def _face_points(box: tuple[float, float, float, float]) -> np.ndarray:
+    """Five landmarks where a face in ``box`` has them (eyes, nose, mouth corners)."""
+    x1, y1, x2, y2 = box
+    unit = np.array([[0.32, 0.4], [0.68, 0.4], [0.5, 0.58], [0.36, 0.75], [0.64, 0.75]])
+    return (unit * [x2 - x1, y2 - y1] + [x1, y1]).astype(np.float32)
 
-    boxes = np.array([[100, 100, 500, 600], [150, 200, 300, 300], [600, 100, 700, 200], [450, 550, 650, 700]],
-                     dtype=np.float32)
-    # the eye-sized box inside the face goes; a separate face and a box only touching the corner stay
-    assert sorted(_suppress_contained(boxes, [0, 1, 2, 3], 0.6)) == [0, 2, 3]
+
+def test_parts_of_a_face_are_suppressed_but_faces_in_front_of_it_are_not() -> None:
+    from facial_demographics.detection import _suppress_parts
+
+    face = (100.0, 100.0, 500.0, 600.0)
+    eyes = (180.0, 250.0, 420.0, 450.0)  # a part: lies on the face's eyes and nose, less confident
+    small = (150.0, 480.0, 210.0, 550.0)  # a face in front, 0.15 of the big one's side
+    beside = (600.0, 100.0, 700.0, 200.0)  # another face, outside
+    front = (300.0, 420.0, 450.0, 580.0)  # a confident face in front, 0.35 of the side, its features elsewhere
+    boxes = np.array([face, eyes, small, beside, front], np.float32)
+    scores = np.array([0.99, 0.7, 0.95, 0.9, 0.999], np.float32)
+    points = np.stack([_face_points(face), _face_points(face)[[0, 1, 2, 2, 2]], _face_points(small),
+                       _face_points(beside), _face_points(front)])
+    points[1, 3:] += [[-20, 40], [20, 40]]  # the part's "mouth" lands on the face's nose
+    assert sorted(_suppress_parts(boxes, scores, points, range(5), DetectorConfig())) == [0, 2, 3, 4]
+    # The same part scoring above the face is a face of its own (a part never looks more like a face).
+    scores[1] = 0.995
+    assert 1 in _suppress_parts(boxes, scores, points, range(5), DetectorConfig())
+    # Containment alone (the rule before issue 32) would have dropped the faces in front too.
+    legacy = DetectorConfig(part_min_ratio=0.0, weak_part_min_ratio=0.0, part_landmarks=10.0)
+    scores[[1, 2, 4]] = 0.5
+    assert sorted(_suppress_parts(boxes, scores, points, range(5), legacy)) == [0, 3]
+
+
+@pytest.mark.parametrize(("score", "dropped"), [(0.7, True), (0.9, False)])
+def test_a_smaller_part_must_score_far_below_its_face(score: float, dropped: bool) -> None:
+    """0.25–0.3 of the face's side: a fragment when it scores 0.2 or more below the face, else a face."""
+    from facial_demographics.detection import _suppress_parts
+
+    face, part = (0.0, 0.0, 400.0, 400.0), (150.0, 150.0, 260.0, 260.0)  # 0.275 of the side
+    boxes = np.array([face, part], np.float32)
+    points = np.stack([_face_points(face), _face_points(face)[[0, 1, 2, 2, 2]]])
+    kept = _suppress_parts(boxes, np.array([0.99, score], np.float32), points, [0, 1], DetectorConfig())
+    assert kept == ([0] if dropped else [0, 1])
+
+
+def test_faces_in_front_of_a_big_face_are_all_found(detector: FaceDetector, astronaut: np.ndarray) -> None:
+    """The reported bug: a big face behind a group (a poster, a screen) took the group's faces with it."""
+    head = astronaut[20:260, 130:330]
+    canvas = np.ascontiguousarray(cv2.GaussianBlur(cv2.resize(head, (1280, 1536))[150:870], (0, 0), 3))
+    spots = [(200, 420, 0.9), (470, 470, 0.7), (760, 380, 1.0), (1000, 460, 0.8), (580, 120, 0.6)]
+    for x, y, s in spots:
+        patch = cv2.resize(head, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        canvas[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
+    faces = detector.detect(canvas)
+    assert len(faces) == len(spots) + 1
+    centres = [((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for f in faces]
+    for x, y, s in spots:
+        assert sum(x < cx < x + 200 * s and y < cy < y + 240 * s for cx, cy in centres) == 1, (x, y)
+    big = max(faces, key=lambda f: f.width)
+    assert big.width > 400  # the poster's face, found by the coarse pass, with front faces inside its box
+    assert sum(big.box[0] < cx < big.box[2] and big.box[1] < cy < big.box[3] for cx, cy in centres) >= 3
+
+
+def test_cropped_mode_reports_a_box_inside_the_crop(astronaut: np.ndarray) -> None:
+    """A face filling the crop has a box reaching outside it; the box is clipped, the landmarks are not."""
+    from facial_demographics.alignment import AlignmentConfig, align_single, padded_canvas_detections
+
+    crop = np.ascontiguousarray(cv2.resize(astronaut[70:230, 170:290], (200, 200)))
+    single = FaceDetector(DetectorConfig.single_scale(score_threshold=0.5))
+    raw = padded_canvas_detections(crop, single, AlignmentConfig())
+    assert raw and (min(raw[0].box[:2]) < 0 or max(raw[0].box[2:]) > 200)  # the case being fixed
+    aligned = align_single(crop, single, AlignmentConfig())
+    x1, y1, x2, y2 = aligned.detection.box
+    assert 0 <= x1 < x2 <= 200 and 0 <= y1 < y2 <= 200
+    np.testing.assert_array_equal(aligned.detection.landmarks, raw[0].landmarks)
 
 
 @pytest.mark.parametrize("bad", [{"coarse_side": 2000}, {"coarse_pad": -0.1}, {"containment": 0.0},
-                                 {"max_upscale": 0.5}, {"pixel_budget": 10}])
+                                 {"max_upscale": 0.5}, {"pixel_budget": 10}, {"part_min_ratio": 1.5},
+                                 {"part_landmarks": 0.0}, {"weak_part_gap": 2.0}])
 def test_bad_detector_settings_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         DetectorConfig(**bad)

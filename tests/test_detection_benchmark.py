@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,30 @@ def test_scenes_are_a_function_of_seed_and_index(astronaut_pool: list[PoolFace])
     assert {o.kind for o in others} >= {"group", "closeup"}
 
 
+def test_poster_scenes_put_a_group_before_one_big_face(astronaut_pool: list[PoolFace]) -> None:
+    scenes = [make_scene(astronaut_pool, 7, i, kind="poster") for i in range(3)]
+    again = make_scene(astronaut_pool, 7, 0, kind="poster")
+    assert np.array_equal(scenes[0].image, again.image)
+    assert not np.array_equal(scenes[0].image[:100, :100], make_scene(astronaut_pool, 7, 0).image[:100, :100])
+    for scene in scenes:
+        backdrop = [f for f in scene.faces if f.backdrop]
+        front = [f for f in scene.faces if not f.backdrop]
+        assert scene.kind == "poster" and len(backdrop) == 1 and 2 <= len(front) <= 10
+        assert backdrop[0].size >= 0.6 * min(scene.image.shape[:2]) - 1
+        assert all(f.size <= 0.4 * backdrop[0].size + 1e-6 for f in front)
+    with pytest.raises(ValueError, match="unknown scene kind"):
+        make_scene(astronaut_pool, 7, 0, kind="closeup")
+
+
+def test_poster_figures_count_front_faces_and_the_backdrop_apart() -> None:
+    scene = Scene(0, "poster", "none", np.zeros((300, 400, 3), np.uint8),
+                  (replace(_face((0, 0, 300, 300)), backdrop=True), _face((20, 20, 80, 90)),
+                   _face((200, 150, 260, 220))))
+    out = match_scene(scene, [_det((0, 0, 300, 295)), _det((20, 20, 80, 88))])
+    posters = summarize([out])["posters"]
+    assert posters == {"images": 1, "front_faces": 2, "front_recall": 0.5, "backdrop_faces": 1, "backdrop_recall": 1.0}
+
+
 def test_pasted_face_ground_truth_follows_the_transform(astronaut_pool: list[PoolFace]) -> None:
     canvas = np.full((600, 800, 3), 128, np.uint8)
     face = paste(canvas, astronaut_pool[0], 150.0, 0.0, (400.0, 300.0))
@@ -129,16 +154,37 @@ def test_small_benchmark_on_real_faces(utkface_dir: Path) -> None:
     assert new["recall"] > old["recall"]
     assert new["precision"] >= old["precision"] - 0.02
     assert set(new["ms_per_image"]) == {"640x480", "1920x1080"}
+    assert new["posters"]["images"] == 6 and new["posters"]["front_faces"] >= 20
+
+
+class _NoPartSuppression(FaceDetector):
+    def _keep(self, boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, order: list[int]) -> list[int]:
+        return list(order)
+
+
+def test_no_face_in_front_of_a_poster_is_lost_to_part_suppression(utkface_dir: Path) -> None:
+    """Issue 32's target: every front face found without part suppression is still found with it."""
+    settings = BenchmarkSettings(scenes=1, seed=5, pool_size=80, timing_repeats=1)
+    pool = load_pool(utkface_dir, settings)
+    ours, everything = FaceDetector(), _NoPartSuppression()
+    lost = front = 0
+    for index in range(8):
+        scene = make_scene(pool, settings.seed, index, kind="poster")
+        mine, ref = match_scene(scene, ours.detect(scene.image)), match_scene(scene, everything.detect(scene.image))
+        front += sum(not f.backdrop for f in scene.faces)
+        lost += sum(r and not m and not f.backdrop for f, m, r in zip(scene.faces, mine.found, ref.found, strict=True))
+    assert front >= 30 and lost == 0
 
 
 def test_evaluate_detection_command_writes_metrics_and_report(utkface_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "det"
     result = CliRunner().invoke(app, ["evaluate-detection", "--dataset", str(utkface_dir), "--scenes", "12",
-                                      "--pool", "40", "--seed", "3", "--out", str(out)])
+                                      "--pool", "40", "--seed", "3", "--posters", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "recall" in result.output and "close-ups with one box" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["scenes"] == 12 and metrics["settings"]["seed"] == 3
+    assert metrics["scenes"] == 12 + 2 and metrics["settings"]["seed"] == 3
+    assert metrics["posters"]["images"] == 2 and metrics["settings"]["poster_scenes"] == 2
     assert metrics["detector"]["coarse_side"] == 256
     page = (out / "report.html").read_text()
     assert "Recall by face size" in page and ("data:image/jpeg;base64," in page or "No scene had" in page)

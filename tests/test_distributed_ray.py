@@ -136,7 +136,13 @@ def _analyze(*args: str) -> Any:
 
 
 def test_ray_engine_writes_what_the_local_engine_writes(cluster: Any, photos: Path, tmp_path: Path) -> None:
-    inputs = [str(photos), str(photos / "missing.jpg")]
+    # A missing file typed on the command line is a usage error (exit 2) for both engines; one in a path
+    # list is a per-image failure, as if it vanished during the run.
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{photos / 'missing.jpg'}\n")
+    for engine in ("local", "ray"):
+        assert _analyze(str(photos / "missing.jpg"), "--engine", engine, "-f", "jsonl").exit_code == 2
+    inputs = [str(photos), "--paths-from", str(listed)]
     local = _analyze(*inputs, "-f", "jsonl", "-o", str(tmp_path / "local.jsonl"))
     ray = _analyze(*inputs, "--engine", "ray", "-f", "jsonl", "-o", str(tmp_path / "ray.jsonl"))
     assert local.exit_code == ray.exit_code == 1  # unreadable inputs, as for the local engine
@@ -215,7 +221,7 @@ def test_bad_usage_exits_2(cluster: Any, photos: Path, tmp_path: Path) -> None:
         result = _analyze(str(photos), "--engine", "ray", *args)
         assert result.exit_code == 2 and says in result.stderr, result.stderr
     result = _analyze(str(tmp_path / "empty*.jpg"), "--engine", "ray", "-f", "jsonl")
-    assert result.exit_code == 1  # an unmatched pattern is an input that cannot be read, as locally
+    assert result.exit_code == 2 and "no file matches" in result.stderr  # a usage error, as locally
     assert _analyze(str(photos), "-f", "parquet").exit_code == 2  # the local engine writes no Parquet
 
 

@@ -30,7 +30,10 @@ def test_astronaut(analyzer: FaceAnalyzer, astronaut: np.ndarray) -> None:
     record = result.to_dict()
     assert set(record) == {"path", "width", "height", "faces", "error"}
     assert set(record["faces"][0]) == {"box", "score", "landmarks", "age", "age_interval", "age_group",
-                                       "gender", "gender_probability"}
+                                       "gender", "gender_probability", "age_distribution"}
+    dist = record["faces"][0]["age_distribution"]  # what population summaries read: it matches the face
+    mean = sum((dist["start"] + k) * p for k, p in enumerate(dist["p"])) / sum(dist["p"])
+    assert abs(mean - record["faces"][0]["age"]) < 3
 
 
 def test_batch_goes_on_past_bad_items(analyzer: FaceAnalyzer, astronaut: np.ndarray, tmp_path: Path) -> None:

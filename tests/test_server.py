@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import socket
 import subprocess
 import sys
@@ -100,6 +101,79 @@ def test_several_files_are_answered_in_order(server: str, astronaut_jpeg: bytes)
 def test_uploaded_names_lose_directories(server: str, astronaut_jpeg: bytes) -> None:
     response = post(server, [("../../etc/C:\\photos\\me.jpg", astronaut_jpeg)])
     assert response.json()["results"][0]["path"] == "me.jpg"
+
+
+# -- face filters (min_face, min_score) ------------------------------------------------------------------
+def test_face_filters_drop_faces_and_count_them(server: str, astronaut_jpeg: bytes) -> None:
+    (plain,) = post(server, [("astronaut.jpg", astronaut_jpeg)]).json()["results"]
+    assert "filtered" not in plain  # no filter, no count: the answer is as before
+    (face,) = plain["faces"]
+    x1, y1, x2, y2 = face["box"]
+    size = min(x2 - x1, y2 - y1)
+    assert 20 < size < 400 and face["score"] < 1.0
+    for params in ({"min_face": math.ceil(size) + 1}, {"min_score": "1.0"}, {"min_face": 9999, "min_score": 0.5}):
+        response = post(server, [("a.jpg", astronaut_jpeg), ("b.jpg", astronaut_jpeg)], params=params)
+        assert response.status_code == 200, response.text
+        for result in response.json()["results"]:
+            assert (result["faces"], result["filtered"], result["error"]) == ([], 1, None), params
+    for params in ({"min_face": math.floor(size) - 1}, {"min_score": 0.5}, {"min_face": 10, "min_score": "0.8"}):
+        response = post(server, [("astronaut.jpg", astronaut_jpeg)], params=params)
+        assert response.status_code == 200, response.text
+        (result,) = response.json()["results"]
+        assert result["faces"] == plain["faces"] and result["filtered"] == 0, params
+    # A file that cannot be read has no count; annotated images show only the faces kept.
+    response = post(server, [("a.jpg", astronaut_jpeg), ("notes.jpg", b"text")],
+                    params={"min_face": 9999, "annotate": "true"})
+    kept, bad = response.json()["results"]
+    assert kept["filtered"] == 1 and kept["annotated_jpeg"] and "filtered" not in bad and bad["error_code"]
+    # Zero is the default and keeps every face: a filter that can drop nothing adds no count.
+    (zero,) = post(server, [("a.jpg", astronaut_jpeg)], params={"min_face": 0, "min_score": 0}).json()["results"]
+    assert zero["faces"] == plain["faces"] and "filtered" not in zero
+
+
+def test_face_filter_rule_is_the_shared_one() -> None:
+    """The server's per-request filter is FaceFilter's rule on the analysed faces; inputs are not changed."""
+    from facial_demographics.server.errors import ApiError
+    from facial_demographics.server.face_filters import apply_filter, face_filter
+    from facial_demographics.types import Face
+
+    def face(side: float, score: float) -> Face:
+        return Face(box=(10, 10, 10 + side, 10 + 2 * side), score=score, landmarks=[(0.0, 0.0)] * 5, age=30,
+                    age_interval=(25, 35), age_group="25-34", gender="female", gender_probability=0.9)
+
+    small, big, unsure = face(20, 0.99), face(60, 0.99), face(60, 0.7)
+    image = ImageResult(path="a.jpg", width=100, height=200, faces=[small, big, unsure])
+    failed = ImageResult(path="b.jpg", error="not an image")
+    results = {1: image, 2: failed}
+    assert apply_filter(results, face_filter(40, 0.9)) == {1: 2}
+    assert results[1].faces == [big] and results[2] is failed and image.faces == [small, big, unsure]
+    assert apply_filter({1: image}, face_filter(0, 0)) == {}  # an inactive filter drops nothing, counts nothing
+    assert apply_filter({1: image}, face_filter(20, 0.7)) == {1: 0}  # the limits themselves are kept
+    for bad in ((-1, 0.0), (0, 1.5)):
+        with pytest.raises(ApiError) as caught:
+            face_filter(*bad)
+        assert caught.value.status == 422 and caught.value.detail.item in ("min_face", "min_score")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("min_face", "-1"), ("min_face", "10001"), ("min_face", "12.5"), ("min_face", "big"), ("min_face", ""),
+    ("min_score", "-0.1"), ("min_score", "1.01"), ("min_score", "nan"), ("min_score", "inf"), ("min_score", "high"),
+])
+def test_bad_face_filters_are_422(server: str, astronaut_jpeg: bytes, name: str, value: str) -> None:
+    for path in ("analyze", "summary"):
+        parts = [("file", ("a.jpg", astronaut_jpeg, "image/jpeg"))]
+        response = httpx.post(f"{server}/v1/{path}", params={name: value}, files=parts, timeout=60)
+        error = assert_error(response, 422, "invalid_request")
+        assert name in error["message"], error
+
+
+def test_openapi_documents_the_face_filters(server: str) -> None:
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    for path in ("/v1/analyze", "/v1/summary"):
+        params = {p["name"]: p for p in paths[path]["post"]["parameters"]}
+        assert "pixels" in params["min_face"]["description"] and "scored" in params["min_score"]["description"]
+        assert (params["min_face"]["schema"]["minimum"], params["min_face"]["schema"]["maximum"]) == (0, 10_000)
+        assert (params["min_score"]["schema"]["minimum"], params["min_score"]["schema"]["maximum"]) == (0, 1)
 
 
 # -- bad input ----------------------------------------------------------------------------------------------
@@ -227,7 +301,8 @@ def test_health_model_and_page(server: str, tiny_bundle: Path) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert '<meta name="viewport"' in page.text
-    for asset, kind in (("static/app.js", "javascript"), ("static/style.css", "text/css")):
+    for asset, kind in (("static/app.js", "javascript"), ("static/live.js", "javascript"),
+                        ("static/files.js", "javascript"), ("static/style.css", "text/css")):
         response = httpx.get(f"{server}/{asset}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
         # Offline: no external URLs in the page or its assets.

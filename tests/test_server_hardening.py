@@ -181,9 +181,9 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 
 
 def test_idle_and_slow_header_connections_are_dropped(analyzer: FaceAnalyzer, astronaut_jpeg: bytes) -> None:
-    settings = ServerSettings(header_timeout=0.5, limit_concurrency=20)
+    settings = ServerSettings(header_timeout=0.5, max_connections=20)
     with serve(settings, analyzer) as url:
-        idle = [_connect(url) for _ in range(30)]  # more than limit_concurrency, sending nothing
+        idle = [_connect(url) for _ in range(30)]  # more than max_connections, sending nothing
         slow = _connect(url)
         slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
         assert all(_closed_within(s, 5) for s in [*idle, slow])
@@ -197,12 +197,12 @@ def test_idle_and_slow_header_connections_are_dropped(analyzer: FaceAnalyzer, as
 
 
 def test_header_buffer_is_bounded(analyzer: FaceAnalyzer) -> None:
-    """Headers that keep coming without an end are refused once the buffer passes max_header_bytes."""
+    """Headers that keep coming without an end are refused (431) once the buffer passes max_header_bytes."""
     settings = ServerSettings(max_header_bytes=4096)
     with serve(settings, analyzer) as url:
         sock = _connect(url)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 20000)
-        assert sock.recv(1024).startswith(b"HTTP/1.1 400")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 431")
         sock.close()
         assert httpx.get(f"{url}/healthz").status_code == 200
 

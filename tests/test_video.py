@@ -41,7 +41,9 @@ from facial_demographics.video.command import video_command  # noqa: E402
 from facial_demographics.video.fusion import Observation, TrackEvidence, quality  # noqa: E402
 from facial_demographics.video.output import VideoOutputs  # noqa: E402
 
-IMAGE_FACE_KEYS = set(Face((0, 0, 1, 1), 1.0, [], 1.0, (0.0, 2.0), "0-24", "male", 0.9).to_dict())
+# analyze's face with its per-year age distribution (the model has one), as frames.jsonl writes it.
+IMAGE_FACE_KEYS = set(Face((0, 0, 1, 1), 1.0, [], 1.0, (0.0, 2.0), "0-24", "male", 0.9,
+                           age_probs=np.full(101, 1 / 101)).to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +129,8 @@ def test_cli_writes_the_three_outputs(small_video: tuple[Path, list[Any]], tmp_p
     tracks = _lines(out / "tracks.jsonl")
     assert {t["track_id"] for t in tracks} == answers
     for track in tracks:
-        assert set(track) >= {"track_id", "first_frame", "last_frame", "frames", "age", "age_interval", "age_group",
-                              "gender", "gender_probability"}
+        assert set(track) >= {"track_id", "person_id", "first_frame", "last_frame", "frames", "age", "age_interval",
+                              "age_group", "gender", "gender_probability", "reid"}
         assert track["age_interval"][0] <= track["age"] <= track["age_interval"][1]
         assert 5 <= track["first_frame"] <= track["last_frame"] <= 25
     # Every input frame of the range is in the annotated video, spaced as in the input (the clip starts at 0).
@@ -148,7 +150,7 @@ def test_no_video_and_max_fps(small_video: tuple[Path, list[Any]], tmp_path: Pat
 
 def test_python_api_yields_frames_and_tracks(small_video: tuple[Path, list[Any]], analyzer: FaceAnalyzer) -> None:
     path, truths = small_video
-    with analyzer.analyze_video(path, every=3) as video:
+    with VideoAnalyzer(analyzer, every=3).run(path) as video:
         assert (video.info.width, video.info.height, video.info.fps) == (480, 360, 10.0)
         frames = list(video)
     assert len(frames) == 30 and [f.frame for f in frames if f.analysed] == list(range(0, 30, 3))

@@ -6,7 +6,7 @@ sees faces framed the way it was trained on; the bundle manifest records size an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -174,7 +174,11 @@ def padded_canvas_detections(
 def align_single(image: np.ndarray, detector: FaceDetector, config: AlignmentConfig | None = None) -> AlignedFace:
     """Single-face mode for cropped datasets (UTKFace): align the best face, else fall back."""
     cfg = config or AlignmentConfig()
-    chosen = best_face(padded_canvas_detections(image, detector, cfg), image.shape[1], image.shape[0])
+    height, width = image.shape[:2]
+    chosen = best_face(padded_canvas_detections(image, detector, cfg), width, height)
     if chosen is None:
         return whole_image_fallback(image, cfg)
-    return align(image, chosen, cfg)
+    # The reported box stays inside the crop, as on the normal path (the detector clips there); the
+    # landmarks stay as found, since alignment needs a cut face's eyes where they really are.
+    box = tuple(float(v) for v in np.clip(chosen.box, 0.0, [width, height, width, height]))
+    return align(image, replace(chosen, box=box), cfg)  # type: ignore[arg-type]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 #: Extensions picked up when scanning folders (files named explicitly are read whatever their extension).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+#: Extensions of video files: named as an input of ``analyze``, they are pointed to the ``video`` command.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
 
 @dataclass
@@ -45,9 +47,39 @@ def expand_inputs(items: Iterable[str], recursive: bool) -> InputScan:
             scan.skipped.extend(str(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES)
             if not images and not recursive and any(p.is_dir() for p in entries):
                 scan.nested.append(item)
-        elif any(ch in item for ch in "*?[") and not path.exists():
+        elif _is_glob(item):
             matches = sorted(glob.glob(item, recursive=recursive))
             scan.paths.extend(matches if matches else [item])
         else:
             scan.paths.append(item)
     return scan
+
+
+def _is_glob(item: str) -> bool:
+    return any(ch in item for ch in "*?[") and not Path(item).exists()
+
+
+def named_input_problems(items: Iterable[str], recursive: bool) -> list[str]:
+    """What makes the inputs typed on a command line unusable, one message each (empty when all is well).
+
+    A path that does not exist, a pattern that matches nothing, or a video file is a usage mistake, told
+    before any work, not a failed image at the end of a run. (Lists of paths read from a file are not
+    checked here: in a long list a few missing files are per-item failures.)
+
+    Args:
+        items: the paths, folders and patterns as typed.
+        recursive: whether patterns expand ``**``.
+
+    Returns:
+        Messages such as ``"photos/x.jpg: no such file or folder"``.
+    """
+    problems = []
+    for item in items:
+        if _is_glob(item):
+            if not glob.glob(item, recursive=recursive):
+                problems.append(f"{item}: no file matches this pattern")
+        elif not Path(item).exists():
+            problems.append(f"{item}: no such file or folder")
+        elif Path(item).is_file() and Path(item).suffix.lower() in VIDEO_SUFFIXES:
+            problems.append(f"{item}: a video; analyse it with 'facial-demographics video {item}'")
+    return problems

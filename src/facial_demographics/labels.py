@@ -39,6 +39,19 @@ AGE_BAND_EDGES: tuple[int, ...] = (13, 20, 40, 60, 80)
 #: a 0-12 band would average 2-year-olds (near chance) with 11-year-olds (nearly adult accuracy).
 GENDER_AGE_BANDS: tuple[str, ...] = ("0-5", "6-12", "13-19", "20-39", "40-59", "60+")
 GENDER_AGE_BAND_EDGES: tuple[int, ...] = (6, 13, 20, 40, 60)
+#: Population summaries (``facial_demographics.population``): the audience-measurement brackets are the
+#: default, the seed report's 25-year buckets a named preset. Each tuple is the first age of every band
+#: after the first; the last band is open ("65+"). ``Face.age_group`` keeps the report's buckets: it names
+#: one face's point estimate, while a summary spreads each face's whole age distribution over its bands.
+AUDIENCE_BAND_EDGES: tuple[int, ...] = (13, 18, 25, 35, 45, 55, 65)
+BAND_PRESETS: dict[str, tuple[int, ...]] = {
+    "audience": AUDIENCE_BAND_EDGES,
+    "report": (25, 50, 75, 100),
+    "life-stage": AGE_BAND_EDGES,
+}
+#: The oldest age a summary resolves: the age heads' distributions end at 100 (ages above count as 100).
+MAX_AGE = 100
+
 #: First age counted as adult in the gender summary (the adult gender target is stated from here).
 ADULT_AGE = 20
 

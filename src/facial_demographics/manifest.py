@@ -188,6 +188,30 @@ class AgeHead:
         high = _quantiles_from_cdf(cdf, grid, 1.0 - tail)
         return age, np.maximum(low, 0.0), high
 
+    def year_distribution(self, probs: np.ndarray, max_age: int = 100) -> np.ndarray:
+        """(N, K) distributions over this head's bins as (N, max_age + 1) distributions over whole years,
+        the form population summaries read: a ``distribution`` head's value splits linearly between its two
+        neighbouring years; a bucket spreads evenly over its years (ages past ``max_age`` count as it).
+
+        Raises:
+            ValueError: a regression head (it has no distribution).
+        """
+        years = np.zeros((probs.shape[1], max_age + 1))
+        if self.type == "distribution":
+            values = np.clip(np.asarray(self.values, dtype=np.float64), 0, max_age)
+            lo = np.floor(values).astype(int)
+            frac = values - lo
+            years[np.arange(len(values)), lo] += 1 - frac
+            years[np.arange(len(values)), np.minimum(lo + 1, max_age)] += frac
+        elif self.type == "buckets":
+            edges = np.asarray(self.edges, dtype=np.float64)
+            for k, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+                span = np.clip(np.arange(int(np.ceil(a)), int(np.ceil(b))), 0, max_age)
+                np.add.at(years[k], span, 1.0 / len(span))
+        else:
+            raise ValueError("a regression age head has no distribution")
+        return probs @ years
+
 
 @dataclass(frozen=True)
 class GenderHead:

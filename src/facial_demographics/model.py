@@ -256,6 +256,14 @@ class AgeGenderModel:
             p_female = np.full(len(faces), np.nan)
         return Prediction(age, low, high, p_female, probs, interval_probs)
 
+    def year_distributions(self, preds: list[Prediction]) -> np.ndarray | None:
+        """Per-year (N, 101) age distributions of predicted batches, from the calibrated (interval)
+        distributions; None for a regression head."""
+        if not preds or any(p.age_interval_probs is None for p in preds):
+            return None
+        probs = np.concatenate([p.age_interval_probs for p in preds if p.age_interval_probs is not None])
+        return self.bundle.spec.age.year_distribution(probs)
+
     def age_from_distribution(
         self, probs: np.ndarray, interval_probs: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

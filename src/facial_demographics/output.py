@@ -69,6 +69,33 @@ def csv_rows(result: dict[str, Any], landmarks: bool = False) -> list[dict[str, 
     return rows or [base]
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing parent of ``path`` when it is a file (so no folder can be made under it)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def make_folder(path: Path, option: str, error: type[Exception] = OutputError) -> None:
+    """Create the output folder ``path`` (and its parents) before any work.
+
+    Args:
+        path: the folder.
+        option: how the user named it, for the message (``--summary``, ``--out``).
+        error: the exception class to raise (a ``UserError`` subclass).
+
+    Raises:
+        error: ``path`` is a file, or cannot be created.
+    """
+    if path.exists() and not path.is_dir():
+        raise error(f"{path}: {option} needs a folder, and this is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"{path}: cannot create the {option} folder ({exc.strerror or exc})") from None
+
+
 def check_output(output: Path | None) -> None:
     """Make sure ``output`` can be written, before any work: create missing parent folders.
 
@@ -76,12 +103,16 @@ def check_output(output: Path | None) -> None:
         output: the file to write, or None for stdout.
 
     Raises:
-        OutputError: ``output`` is a folder, or its folder cannot be created or written to.
+        OutputError: ``output`` is a folder, a file stands where one of its folders should be, or its
+            folder cannot be created or written to.
     """
     if output is None:
         return
     if output.is_dir():
         raise OutputError(f"{output}: is a folder; give a file name, e.g. {output / 'results.jsonl'}")
+    blocker = _file_in_the_way(output)
+    if blocker is not None:
+        raise OutputError(f"{output}: {blocker} is a file, not a folder; choose another path for -o")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -153,29 +184,73 @@ class ResultWriter:
 
 
 def _print_table(results: list[dict[str, Any]], stream: IO[str]) -> None:
+    """One row per face; an image without faces gets one row saying why. Long paths wrap, never cut, and
+    the ``note`` column appears only when some image has no face or failed."""
     from rich.table import Table
 
+    notes = any(r["error"] or not r["faces"] for r in results)
     table = Table(title="Faces")
-    for col in ("image", "#", "age", "interval", "group", "gender", "P(gender)", "score", "error"):
-        table.add_column(col)
+    table.add_column("image", overflow="fold")
+    for col in ("#", "age", "interval", "group", "gender", "P(gender)", "score"):
+        table.add_column(col, no_wrap=True)
+    if notes:
+        table.add_column("note")
     for r in results:
         if not r["faces"]:
             table.add_row(r["path"], "-", "", "", "", "", "", "", r["error"] or "no face")
         for i, f in enumerate(r["faces"]):
             p = "" if f["gender_probability"] is None else f"{100 * f['gender_probability']:.0f} %"
-            table.add_row(r["path"], str(i), f"{f['age']:.1f}",
-                          f"{f['age_interval'][0]:.0f}–{f['age_interval'][1]:.0f}", f["age_group"],
-                          str(f["gender"]), p, f"{f['score']:.2f}", "")
+            cells = [r["path"], str(i), f"{f['age']:.1f}", f"{f['age_interval'][0]:.0f}–{f['age_interval'][1]:.0f}",
+                     f["age_group"], str(f["gender"] or "-"), p, f"{f['score']:.2f}"]
+            table.add_row(*cells, *([""] if notes else []))
     console = Console(file=stream, width=200) if stream is not sys.stdout else Console()
     console.print(table)
 
 
-def annotated_name(index: int, path: str) -> str:
-    """A file name for the annotated copy of input ``index``: its stem cut to a safe length, plus a short
-    hash of the full path when cut, so two long names that share a prefix stay distinct."""
-    stem = Path(path).stem
+#: Formats Pillow writes, by extension: an annotated copy keeps its input's name and format.
+_WRITABLE = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+             ".tiff": "TIFF"}
+
+
+def annotated_name(path: str, taken: set[str]) -> str:
+    """The annotated copy's file name: the input's own name (and so its format), made unique in one run.
+
+    Two inputs with the same name from different folders get ``name~2.jpg`` and so on; an input whose
+    extension Pillow cannot write (or has none) gets ``.png`` appended. A name cut to a safe length keeps a
+    short hash of the full path, so two long names that share a prefix stay distinct.
+
+    Args:
+        path: the input as named in the results.
+        taken: names already given in this run; the returned name is added to it.
+
+    Returns:
+        A file name (no folder).
+    """
+    name = Path(path).name or "image"
+    stem, suffix = (name[: -len(Path(name).suffix)], Path(name).suffix) if Path(name).suffix else (name, "")
+    if suffix.lower() not in _WRITABLE:
+        stem, suffix = name, ".png"
     raw = stem.encode("utf-8", "surrogateescape")
     if len(raw) > _NAME_BYTES:
         digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         stem = raw[:_NAME_BYTES].decode("utf-8", "ignore") + "~" + digest
-    return f"{index:05d}_{stem}.png"
+    candidate, n = stem + suffix, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{stem}~{n}{suffix}"
+    taken.add(candidate)
+    return candidate
+
+
+def save_like(pixels: Any, target: Path) -> None:
+    """Save an RGB array as ``target``'s format (by extension); JPEG and WebP at quality 90, so an annotated
+    photo is about the size of its original, not a PNG several times larger.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    from PIL import Image
+
+    fmt = _WRITABLE.get(target.suffix.lower(), "PNG")
+    options = {"quality": 90} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(pixels).save(target, format=fmt, **options)

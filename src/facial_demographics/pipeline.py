@@ -21,13 +21,15 @@ from PIL import Image
 
 from .alignment import align, align_single
 from .detection import DetectorConfig, FaceDetector
+from .errors import InvalidValueError
+from .filters import FaceFilter
 from .imaging import DEFAULT_MAX_PIXELS, Channels, ImageError, read_image
 from .labels import age_group
 from .model import AgeGenderModel, ModelBundle
 from .types import AlignedFace, Face, ImageResult
 
 if TYPE_CHECKING:
-    from .video import VideoRun
+    from .population import PopulationSummary
 
 Source = Any  # str | Path | bytes | binary file object | np.ndarray | PIL.Image.Image
 
@@ -52,8 +54,9 @@ def _clipped_points(points: np.ndarray, width: int | None, height: int | None) -
 
 
 def make_face(aligned: AlignedFace, age: float, interval: tuple[float, float], p_female: float,
-              width: int | None, height: int | None) -> Face:
-    """A :class:`Face` from its detection and the model's numbers (``p_female`` NaN without a gender head)."""
+              width: int | None, height: int | None, age_probs: np.ndarray | None = None) -> Face:
+    """A :class:`Face` from its detection and the model's numbers (``p_female`` NaN without a gender head;
+    ``age_probs`` the per-year distribution, :meth:`~facial_demographics.manifest.AgeHead.year_distribution`)."""
     det = aligned.detection
     female = p_female >= 0.5
     return Face(
@@ -66,6 +69,7 @@ def make_face(aligned: AlignedFace, age: float, interval: tuple[float, float], p
         gender=None if np.isnan(p_female) else ("female" if female else "male"),
         gender_probability=None if np.isnan(p_female) else (p_female if female else 1.0 - p_female),
         fallback=aligned.fallback,
+        age_probs=age_probs,
     )
 
 
@@ -90,6 +94,13 @@ class FaceAnalyzer:
     ``model`` is a registry name (``"default"``, ``"fast"``, ``"fp32"``; see :mod:`.registry`), a bundle
     directory, a loaded bundle or model, or None (the default); ``device`` is "auto", "cpu" or "cuda"
     (:func:`~facial_demographics.runtime.make_session`).
+
+    ``min_face`` (pixels, the shorter side of the face's box) and ``min_score`` (detection score, 0..1)
+    drop faces the caller does not want counted, before the model runs (:class:`~.filters.FaceFilter`);
+    they do not apply with ``cropped=True``, where each image is one face by definition.
+
+    Raises:
+        InvalidValueError: a bad ``batch_size``, ``min_face`` or ``min_score``, or a filter with ``cropped``.
     """
 
     def __init__(
@@ -104,9 +115,14 @@ class FaceAnalyzer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         io_workers: int | None = None,
         device: str = "auto",
+        min_face: float = 0.0,
+        min_score: float = 0.0,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise InvalidValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.face_filter = FaceFilter(min_face, min_score)
+        if cropped and self.face_filter.active:
+            raise InvalidValueError("min_face and min_score do not apply to cropped faces (each image is one face)")
         self.model = model if isinstance(model, AgeGenderModel) else AgeGenderModel(
             model, threads=threads, interval=interval, device=device
         )
@@ -177,11 +193,13 @@ class FaceAnalyzer:
         if self.cropped:
             faces = [align_single(image, self.detector, self.alignment)]
         else:
-            faces = [align(image, d, self.alignment) for d in self.detector.detect(image)]
+            kept = self.face_filter.apply(self.detector.detect(image))
+            faces = [align(image, d, self.alignment) for d in kept]
         return _Staged(ImageResult(path=name, width=width, height=height), faces)
 
     def _finish(self, staged: list[_Staged]) -> list[ImageResult]:
         crops = [face.image for item in staged for face in item.faces]
+        years = None
         if crops:
             preds = [self.model.predict(np.stack(crops[i : i + self.batch_size]))
                      for i in range(0, len(crops), self.batch_size)]
@@ -189,11 +207,13 @@ class FaceAnalyzer:
             low = np.concatenate([p.age_low for p in preds])
             high = np.concatenate([p.age_high for p in preds])
             p_female = np.concatenate([p.p_female for p in preds])
+            years = self.model.year_distributions(preds)
         k = 0
         for item in staged:
             for face in item.faces:
                 item.result.faces.append(make_face(face, float(age[k]), (float(low[k]), float(high[k])),
-                                                   float(p_female[k]), item.result.width, item.result.height))
+                                                   float(p_female[k]), item.result.width, item.result.height,
+                                                   None if years is None else years[k]))
                 k += 1
         return [item.result for item in staged]
 
@@ -277,18 +297,26 @@ class FaceAnalyzer:
         """
         return list(self.iter_analyze(sources, names, progress, channels=channels))
 
-    def analyze_video(self, source: str | Path | int, **options: Any) -> VideoRun:
-        """Faces tracked through a video file, camera or stream, with stable per-track answers.
+    def summarize(self, results: Iterable[ImageResult], bands: str | None = None, interval: float = 0.9,
+                  ) -> PopulationSummary:
+        """How many people of each age band and gender these results hold, with intervals (this model's
+        population calibration corrects for its own confusion); see :mod:`~facial_demographics.population`.
 
-        Shorthand for ``VideoAnalyzer(self, **options).run(source)`` (needs the ``video`` extra); see
-        :class:`facial_demographics.video.VideoAnalyzer` for the options and what is yielded.
+        Args:
+            results: what :meth:`analyze_batch` or :meth:`iter_analyze` returned (errors and empty images
+                are counted in the summary's context).
+            bands: ``--bands`` text (``"13,18,25,35,45,55,65"``) or a preset; None: the audience brackets.
+            interval: probability of the intervals.
+
+        Returns:
+            The summary; ``.to_dict()`` is ``summary.json``, ``population.report.write_summary`` writes the files.
 
         Raises:
-            VideoError: the source cannot be opened, has no video, or no frame of it can be decoded.
+            InvalidValueError: bad bands or interval.
         """
-        from .video import VideoAnalyzer
+        from .population import summarize
 
-        return VideoAnalyzer(self, **options).run(source)
+        return summarize(results, self.model.bundle, bands, interval)
 
 
 def _check_channels(channels: str) -> None:

@@ -8,6 +8,40 @@ from typing import Any
 
 import numpy as np
 
+#: Per-year probabilities below this are dropped from the ends of a written age distribution (it is
+#: renormalised on reading); four decimals keep a typical face to a few dozen numbers.
+_DIST_TAIL = 1e-4
+
+
+def encode_distribution(probs: np.ndarray) -> dict[str, Any]:
+    """A per-year age distribution (ages 0..len-1) as ``{"start": first_age, "p": [...]}``: the compact form
+    ``analyze`` writes per face and ``summarize`` reads back (:func:`decode_distribution`)."""
+    keep = np.flatnonzero(probs >= _DIST_TAIL)
+    if len(keep) == 0:
+        keep = np.array([int(np.argmax(probs))])
+    lo, hi = int(keep[0]), int(keep[-1])
+    return {"start": lo, "p": [round(float(v), 4) for v in probs[lo:hi + 1]]}
+
+
+def decode_distribution(doc: Any, n_ages: int) -> np.ndarray:
+    """The per-year distribution (length ``n_ages``, summing to 1) from :func:`encode_distribution`'s form.
+
+    Raises:
+        ValueError: not that form (a missing key, a negative or non-finite value, no mass, out of range).
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("start"), int) or not isinstance(doc.get("p"), list):
+        raise ValueError('age_distribution must be {"start": int, "p": [numbers]}')
+    p = np.asarray(doc["p"], dtype=np.float64)
+    start = doc["start"]
+    if p.ndim != 1 or start < 0 or start + len(p) > n_ages or not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError(f"age_distribution must hold non-negative numbers for ages 0..{n_ages - 1}")
+    total = p.sum()
+    if total <= 0:
+        raise ValueError("age_distribution has no probability mass")
+    out = np.zeros(n_ages)
+    out[start:start + len(p)] = p / total
+    return out
+
 
 def p_female(gender: str | None, gender_probability: float | None) -> float | None:
     """P(female) from the predicted gender and its probability; None when either is missing."""
@@ -67,6 +101,9 @@ class Face:
     gender: str | None  # None when the model has no gender head
     gender_probability: float | None
     fallback: bool = False
+    #: The calibrated age distribution over whole years 0..100 (what population summaries read); None for
+    #: a regression age head, which has no distribution.
+    age_probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def p_female(self) -> float | None:
@@ -91,6 +128,7 @@ class Face:
             "gender": self.gender,
             "gender_probability": None if self.gender_probability is None
             else round(float(self.gender_probability), 4),
+            **({} if self.age_probs is None else {"age_distribution": encode_distribution(self.age_probs)}),
         }
 
 

@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import analyze, calibrate, evaluate, export, models, train, video
+from . import analyze, calibrate, evaluate, export, models, summarize, train, video
 from .data import data_app
+from .examples import examples
 from .serve import make_serve_command
 
 app = typer.Typer(
@@ -42,18 +43,19 @@ def main(
     """facial-demographics: age and gender for every face in a photo."""
 
 
-app.command()(analyze.analyze)
-app.command()(analyze.demo)
+app.command(epilog=examples("analyze"))(analyze.analyze)
+app.command(epilog=examples("summarize"))(summarize.summarize)
+app.command(epilog=examples("demo"))(analyze.demo)
 app.add_typer(data_app, name="data")
-app.command()(evaluate.evaluate)
-app.command("evaluate-detection")(evaluate.evaluate_detection)
-app.command()(evaluate.robustness)
-app.command("serve")(make_serve_command())
-app.command()(train.train)
-app.command()(export.export)
-app.command()(calibrate.calibrate)
-app.command("models")(models.models)
-app.command("compare-runs")(train.compare_runs)
-app.command()(video.video)
+app.command(epilog=examples("evaluate"))(evaluate.evaluate)
+app.command("evaluate-detection", epilog=examples("evaluate-detection"))(evaluate.evaluate_detection)
+app.command(epilog=examples("robustness"))(evaluate.robustness)
+app.command("serve", epilog=examples("serve"))(make_serve_command())
+app.command(epilog=examples("train"))(train.train)
+app.command(epilog=examples("export"))(export.export)
+app.command(epilog=examples("calibrate"))(calibrate.calibrate)
+app.command("models", epilog=examples("models"))(models.models)
+app.command("compare-runs", epilog=examples("compare-runs"))(train.compare_runs)
+app.command(epilog=examples("video"))(video.video)
 
 __all__ = ["app"]

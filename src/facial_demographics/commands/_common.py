@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,6 +23,22 @@ err = Console(stderr=True, soft_wrap=True)
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", metavar="NAME|PATH",
     help="default | fast | fp32 | seed (see 'facial-demographics models'), or a model bundle directory.")]
+BandsOption = Annotated[str | None, typer.Option(
+    "--bands", metavar="EDGES|PRESET",
+    help="Age bands of the population summary: first ages of each band after the first (default "
+         "13,18,25,35,45,55,65 = 0-12 ... 65+), or a preset: audience, report (the 25-year buckets), life-stage.")]
+MinFaceOption = Annotated[float, typer.Option(
+    "--min-face", metavar="PX", min=0,
+    help="Ignore faces smaller than PX pixels (the shorter side of the face's box), e.g. 40 for faces in the "
+         "background of a crowd.")]
+MinScoreOption = Annotated[float, typer.Option(
+    "--min-score", metavar="S", min=0.0, max=1.0,
+    help="Ignore faces the detector scored below S (0..1; it already drops those below 0.6), e.g. 0.9 "
+         "to keep only clear faces.")]
+IntervalOption = Annotated[float, typer.Option(
+    "--interval", min=0.5, max=0.999, help="Probability of the summary's intervals.")]
+
+
 class Device(str, Enum):
     """``--device`` values (runtime.DEVICES)."""
 
@@ -40,17 +56,37 @@ DeviceOption = Annotated[Device, typer.Option(
 EXIT_FAILED_ITEMS, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
+def error_line(message: str) -> None:
+    """Print one failure in the CLI's one form, ``error: <message>`` (the message is not markup)."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)  # "[gpu]" in a message is not markup
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: <message>`` and exit (2, bad usage, unless told otherwise).
+
+    Raises:
+        typer.Exit: always.
+    """
+    error_line(message)
+    raise typer.Exit(code)
+
+
 @contextmanager
-def user_errors(prefix: str = "error:") -> Iterator[None]:
-    """Expected failures (a :class:`UserError`, or a path that does not exist) → one line and exit 2.
+def user_errors(context: str = "") -> Iterator[None]:
+    """Expected failures (a :class:`UserError`, or a path that does not exist) → ``error: ...`` and exit 2.
 
     Anything else is a bug in this program and keeps its traceback.
+
+    Args:
+        context: what was being done, put before the message (``"cannot load the model"`` gives
+            ``error: cannot load the model: <message>``).
     """
     try:
         yield
     except (UserError, FileNotFoundError) as exc:
-        err.print(f"[red]{prefix}[/red] {escape(str(exc))}", highlight=False)  # "[gpu]" is not markup
-        raise typer.Exit(EXIT_USAGE) from None
+        what = context.strip().rstrip(":")
+        what = what[:1].lower() + what[1:]  # callers may write "Cannot ...": the line reads "error: cannot ..."
+        fail(f"{what}: {exc}" if what and what.lower() != "error" else str(exc))
 
 
 #: Seconds between progress lines when stderr is not a terminal (a log file or CI).
@@ -96,6 +132,5 @@ def need_extra(extra: str) -> None:
     missing = [m for m in _EXTRAS[extra] if importlib.util.find_spec(m) is None]
     if missing:
         torch = "torch==2.13.0 " if extra == "train" else ""
-        err.print(f"This command needs the '{extra}' extra ({', '.join(missing)} not installed): "
-                  f"pip install {torch}'facial-demographics[{extra}]'", style="red", markup=False)
-        raise typer.Exit(EXIT_USAGE)
+        fail(f"this command needs the '{extra}' extra ({', '.join(missing)} not installed): "
+             f"pip install {torch}'facial-demographics[{extra}]'")

@@ -9,25 +9,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from ..inputs import IMAGE_SUFFIXES, expand_inputs
-from ..output import OutputError, OutputFormat
+from ..inputs import IMAGE_SUFFIXES, expand_inputs, named_input_problems
+from ..output import OutputError, OutputFormat, make_folder
 from ._common import (
     EXIT_FAILED_ITEMS,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    BandsOption,
     Device,
     DeviceOption,
+    IntervalOption,
+    MinFaceOption,
+    MinScoreOption,
     ModelOption,
     err,
+    error_line,
+    fail,
     need_extra,
     progress_bar,
     user_errors,
 )
 
 if TYPE_CHECKING:
+    from ..inputs import InputScan
     from ..output import ResultWriter
     from ..pipeline import FaceAnalyzer
+    from ..population.identity import Describer
+    from ..population.records import ResultSet
 
 SAMPLE_PHOTO = Path(__file__).parent.parent / "samples" / "astronaut.png"
 
@@ -51,22 +61,27 @@ class _Run:
         return text
 
 
-def _annotate_to(directory: Path, path: str, faces: list[Any], index: int) -> None:
-    """Write the annotated copy of one input; a failure is reported and the run goes on."""
-    from PIL import Image
-
+def _annotate_to(directory: Path, path: str, faces: list[Any], taken: set[str]) -> None:
+    """Write the annotated copy of one input under its own name and format; a failure is reported and the
+    run goes on."""
     from ..annotate import draw
     from ..imaging import ImageError, read_image
-    from ..output import annotated_name
+    from ..output import annotated_name, save_like
 
-    target = directory / annotated_name(index, path)
+    target = directory / annotated_name(path, taken)
     try:
-        Image.fromarray(draw(read_image(path), faces)).save(target)
+        save_like(draw(read_image(path), faces), target)
     except (ImageError, OSError) as exc:
-        err.print(f"[yellow]{path}: annotated copy not written to {target} ({exc})[/yellow]")
+        error_line(f"{path}: annotated copy not written to {target} ({exc})")
 
 
-def _prepare_annotate(directory: Path | None) -> None:
+def _prepare_annotate(directory: Path | None, inputs: list[str]) -> None:
+    """Create the --annotate folder before any work; refuse one that holds the inputs (the copies keep the
+    inputs' names, so they would overwrite the originals).
+
+    Raises:
+        OutputError: the folder is a file, cannot be created, or holds the inputs.
+    """
     if directory is None:
         return
     try:
@@ -75,6 +90,10 @@ def _prepare_annotate(directory: Path | None) -> None:
         raise OutputError(f"{directory}: --annotate needs a folder, and this is a file") from None
     except OSError as exc:
         raise OutputError(f"{directory}: cannot create the --annotate folder ({exc.strerror or exc})") from None
+    here = directory.resolve()
+    if any(Path(path).resolve().parent == here for path in inputs):
+        raise OutputError(f"{directory}: --annotate would overwrite the photos in it (the copies keep their "
+                          "names); choose another folder")
 
 
 class Engine(str, Enum):
@@ -86,10 +105,16 @@ def analyze(
     paths: Annotated[list[str] | None, typer.Argument(
         help="Image files, folders or glob patterns (--engine ray: also object-store URIs).")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Scan folders recursively.")] = False,
-    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.table,
+    fmt: Annotated[OutputFormat, typer.Option(
+        "--format", "-f", metavar="table|json|jsonl|csv", show_choices=False,
+        help="Output format (parquet too, with --engine ray).")] = OutputFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")] = None,
-    annotate: Annotated[Path | None, typer.Option("--annotate", help="Write annotated images to DIR.")] = None,
+    annotate: Annotated[Path | None, typer.Option(
+        "--annotate", metavar="DIR", help="Also write each photo with its faces drawn to DIR (same name and "
+        "format as the input).")] = None,
     cropped: Annotated[bool, typer.Option("--cropped", help="Each input is one already-cropped face.")] = False,
+    min_face: MinFaceOption = 0,
+    min_score: MinScoreOption = 0.0,
     landmarks: Annotated[bool, typer.Option(
         "--landmarks", help="CSV: add the five landmarks as ten columns (right_eye_x ... mouth_left_y).")] = False,
     model: ModelOption = None,
@@ -107,6 +132,14 @@ def analyze(
         "--actors", min=1, help="--engine ray: analyser actors (default: the cluster's CPUs / --threads).")] = None,
     resume: Annotated[bool, typer.Option(
         help="--engine ray: skip inputs whose results -o already holds (--no-resume starts over).")] = True,
+    summary: Annotated[Path | None, typer.Option(
+        "--summary", metavar="DIR", help="Also write the population summary (summary.json, summary.csv, "
+        "pyramid.png, report.html) of all the faces to DIR, as 'summarize' would.")] = None,
+    bands: BandsOption = None,
+    interval: IntervalOption = 0.9,
+    unique: Annotated[bool, typer.Option(
+        "--unique", help="Describe each face (dlib's face descriptor, the 'video' extra) into the results, so the "
+        "summary counts each person once across the photos.")] = False,
 ) -> None:
     """Estimate age and gender for every face in the given images.
 
@@ -120,83 +153,171 @@ def analyze(
     from ..pipeline import FaceAnalyzer
 
     if engine is Engine.ray:
+        if summary is not None or unique:
+            fail("--summary and --unique are not available with --engine ray: run 'summarize' on its jsonl")
         _analyze_on_ray(paths or [], paths_from or [], output, fmt, recursive, annotate, model, cropped, batch_size,
-                        threads, address, actors, resume)
+                        threads, address, actors, resume, min_face, min_score)
     if fmt is OutputFormat.parquet:
-        err.print("[red]--format parquet is written by --engine ray only[/red]")
-        raise typer.Exit(EXIT_USAGE)
-    with user_errors():
-        from ..distributed.sources import read_path_list
-
-        paths = [*(paths or []), *(line for source in paths_from or [] for line in read_path_list(source))]
-    scan = expand_inputs(paths, recursive)
-    for folder in scan.nested:
-        err.print(f"[yellow]{folder} holds only folders: use --recursive to analyse the images inside them[/yellow]")
-    if not scan.paths:
-        err.print("[red]No images found in the given paths.[/red]")
-        raise typer.Exit(EXIT_USAGE)
-    with user_errors():  # before any work: a bad -o would otherwise lose every result at the end
+        fail("--format parquet is written by --engine ray only; use -f jsonl or -f csv here")
+    inputs = _local_inputs(paths or [], paths_from or [], recursive)
+    with user_errors():  # before any work: a bad -o, --summary or --bands would otherwise lose the run's end
         check_output(output)
-        _prepare_annotate(annotate)
-    with user_errors("Cannot load the model:"):
-        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads, device=device.value)
+        _prepare_annotate(annotate, inputs.paths)
+        collected = _prepare_summary(summary, bands)
+        describer = _prepare_unique(unique)
+    with user_errors("cannot load the model"):
+        analyzer = FaceAnalyzer(model, cropped=cropped, batch_size=batch_size, threads=threads, device=device.value,
+                                min_face=min_face, min_score=min_score)
         analyzer.warm_up()
     with user_errors():
         writer = ResultWriter(fmt, open_output(output), landmarks=landmarks)
-    run = _Run(total=len(scan.paths))
-    _run_to_end(analyzer, scan.paths, writer, annotate, run, str(output) if output is not None else "stdout")
-    err.print(f"analysed {run.summary(len(scan.skipped))}", highlight=False)
+    run = _Run(total=len(inputs.paths))
+    try:
+        _run_to_end(analyzer, inputs.paths, writer, annotate, run, str(output) if output is not None else "stdout",
+                    collected, describer)
+    finally:  # an interrupted run still summarises what it finished
+        if summary is not None and collected is not None and run.done:
+            from .summarize import summarize_results
+
+            with user_errors():
+                summarize_results(collected, summary, model, bands, interval,
+                                  title=f"Population summary of {run.done} analysed images", unique=unique)
+    err.print(f"analysed {run.summary(len(inputs.skipped))}", highlight=False)
     if run.unreadable:
         raise typer.Exit(EXIT_FAILED_ITEMS)
 
 
+#: What ``analyze`` without inputs says (the examples are those of ``--help``).
+USAGE_HINT = ("give image files, folders or glob patterns, e.g. 'facial-demographics analyze photos/' "
+              "(see 'facial-demographics analyze --help')")
+
+
+def _local_inputs(paths: list[str], paths_from: list[str], recursive: bool) -> InputScan:
+    """The images to analyse; a usage error (exit 2) for no inputs, or a typed path that is missing or a video.
+
+    Paths read from --paths-from lists are not checked up front: a few missing files in a long list are
+    per-image failures, as they would be if they vanished during the run.
+    """
+    if not paths and not paths_from:
+        fail(USAGE_HINT)
+    problems = named_input_problems(paths, recursive)
+    for problem in problems:
+        error_line(problem)
+    if problems:
+        raise typer.Exit(EXIT_USAGE)
+    with user_errors():
+        from ..distributed.sources import read_path_list
+
+        listed = [line for source in paths_from for line in read_path_list(source)]
+    scan = expand_inputs([*paths, *listed], recursive)
+    for folder in scan.nested:
+        err.print(f"[yellow]note:[/yellow] {escape(folder)} holds only folders: use --recursive to analyse the "
+                  "images inside them", highlight=False)
+    if not scan.paths:
+        fail("no images found in the given paths (looked for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+    return scan
+
+
+def _prepare_summary(out: Path | None, bands: str | None) -> ResultSet | None:
+    """Check --bands and the --summary folder before any work; the collector of the run's faces."""
+    if out is None:
+        return None
+    from ..population import AgeBands
+    from ..population.records import ResultSet
+
+    AgeBands.parse(bands)
+    make_folder(out, "--summary")
+    return ResultSet()
+
+
+def _prepare_unique(unique: bool) -> Describer | None:
+    """The face describer for --unique, loaded before any work (a missing dlib fails here, exit 2)."""
+    if not unique:
+        return None
+    from ..population.identity import Describer
+
+    return Describer()
+
+
+def _describe(describer: Describer, path: str, record: dict[str, Any]) -> None:
+    """Add each face's descriptor to its record; an image that cannot be read again is reported."""
+    from ..imaging import ImageError, read_image
+
+    if not record["faces"]:
+        return
+    try:
+        vectors = describer.describe(read_image(path), [f["landmarks"] for f in record["faces"]])
+    except (ImageError, OSError) as exc:
+        err.print(f"[yellow]{path}: no face descriptors ({exc})[/yellow]")
+        return
+    for face, vector in zip(record["faces"], vectors, strict=True):
+        face["descriptor"] = vector
+
+
 def _run_to_end(analyzer: FaceAnalyzer, inputs: list[str], writer: ResultWriter, annotate: Path | None,
-                run: _Run, where: str) -> None:
+                run: _Run, where: str, collected: ResultSet | None = None, describer: Describer | None = None,
+                ) -> None:
     """Analyse everything; on Ctrl-C or a crash, say how far it got (the results so far are on disk)."""
     try:
-        _analyze_into(analyzer, inputs, writer, annotate, run)
+        _analyze_into(analyzer, inputs, writer, annotate, run, collected, describer)
     except KeyboardInterrupt:
         writer.close()
         err.print(f"interrupted after {run.done} of {run.total} images; results so far in {where}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
         writer.close()
-        err.print(f"[red]failed after {run.done} of {run.total} images ({type(exc).__name__}: {exc}); "
-                  f"results so far in {where}[/red]")
+        error_line(f"failed after {run.done} of {run.total} images ({type(exc).__name__}: {exc}); "
+                   f"results so far in {where}")
         raise
     finally:
         writer.close()
 
 
 def _analyze_into(
-    analyzer: FaceAnalyzer, inputs: list[str], writer: ResultWriter, annotate: Path | None, run: _Run
+    analyzer: FaceAnalyzer, inputs: list[str], writer: ResultWriter, annotate: Path | None, run: _Run,
+    collected: ResultSet | None = None, describer: Describer | None = None,
 ) -> None:
-    """Analyse ``inputs`` in order, writing each result (and annotated copy) as soon as it is ready."""
+    """Analyse ``inputs`` in order, writing each result (and annotated copy) as soon as it is ready;
+    ``collected`` gathers the faces for --summary, ``describer`` adds descriptors for --unique."""
+    taken: set[str] = set()  # annotated copies' names so far: two inputs called a.jpg must not collide
     with progress_bar("Analysing images", len(inputs), line="analysed {done}/{total} images ({pct:.0f} %)") as adv:
         for i, result in enumerate(analyzer.iter_analyze(inputs, progress=adv)):
             if annotate is not None and result.ok:
-                _annotate_to(annotate, inputs[i], result.faces, i)
-            writer.write(result.to_dict())
+                _annotate_to(annotate, inputs[i], result.faces, taken)
+            record = result.to_dict()
+            if describer is not None and result.ok:
+                _describe(describer, inputs[i], record)
+            writer.write(record)
+            if collected is not None:
+                collected.add_image(record)
             run.done += 1
             run.faces += len(result.faces)
             if not result.ok:
                 run.unreadable += 1
-                err.print(f"[yellow]{result.path}: {result.error}[/yellow]")
+                error_line(f"{result.path}: {result.error}")
 
 
 def _analyze_on_ray(paths: list[str], paths_from: list[str], output: Path | None, fmt: OutputFormat,
                     recursive: bool, annotate: Path | None, model: str | None, cropped: bool, batch_size: int,
-                    threads: int | None, address: str | None, actors: int | None, resume: bool) -> None:
+                    threads: int | None, address: str | None, actors: int | None, resume: bool,
+                    min_face: float = 0.0, min_score: float = 0.0) -> None:
     """``analyze --engine ray``: always exits (the body is commands/analyze_ray.py)."""
     need_extra("distributed")
     from .analyze_ray import RayCommand, analyze_ray_command, ray_spec
 
     if annotate is not None:
-        err.print("[red]--annotate is not available with --engine ray[/red]")
+        fail("--annotate is not available with --engine ray")
+    from ..distributed.sources import is_uri
+
+    # Typed local paths are checked up front as for the local engine (object-store URIs are listed later).
+    problems = named_input_problems([p for p in paths if not is_uri(p)], recursive)
+    for problem in problems:
+        error_line(problem)
+    if problems:
         raise typer.Exit(EXIT_USAGE)
     with user_errors():
         code = analyze_ray_command(paths, paths_from, output, fmt.value, recursive,
-                                   ray_spec(model, cropped, batch_size, threads),
+                                   ray_spec(model, cropped, batch_size, threads, min_face, min_score),
                                    RayCommand(address, actors, threads or 1, resume), err)
     raise typer.Exit(code)
 
@@ -223,9 +344,8 @@ def demo(
     try:
         pixels = read_image(photo, name=name)
     except ImageError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_FAILED_ITEMS) from exc
-    with user_errors("Cannot load the model:"):
+        fail(str(exc), EXIT_FAILED_ITEMS)
+    with user_errors("cannot load the model"):
         analyzer = FaceAnalyzer(model, device=device.value)
         analyzer.warm_up()
     result = analyzer.analyze(pixels, name=name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..distributed.actor import AnalyzerSpec, build_analyzer, spec_for
 from ..distributed.engine import ClusterOptions, RunReport, analyze_on_ray
@@ -87,7 +88,7 @@ def analyze_ray_command(paths: Sequence[str], path_lists: Sequence[str], output:
                 console.print(f"[yellow]{folder} holds only folders: use --recursive to analyse the images "
                               "inside them[/yellow]")
             if not inputs.paths:
-                raise NoInputs("No images found in the given paths.")
+                raise NoInputs("no images found in the given paths")
             if previous.images:
                 console.print(f"resuming: {previous.images:,} of {len(inputs.paths):,} inputs already in {where}",
                               highlight=False)
@@ -100,7 +101,7 @@ def analyze_ray_command(paths: Sequence[str], path_lists: Sequence[str], output:
                 resume=ray.resume, spec=spec, options=ClusterOptions(address=ray.address, actors=ray.actors),
                 on_start=on_start, on_result=on_result)
         except NoInputs as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             return 2
         except KeyboardInterrupt:
             console.print(f"interrupted after {counts['done']} of {counts['todo']} images; results so far in "
@@ -109,8 +110,8 @@ def analyze_ray_command(paths: Sequence[str], path_lists: Sequence[str], output:
         except UserError:
             raise
         except Exception as exc:
-            console.print(f"[red]failed after {counts['done']} of {counts['todo']} images "
-                          f"({type(exc).__name__}: {exc}); results so far in {where}[/red]")
+            console.print(f"[red]error:[/red] failed after {counts['done']} of {counts['todo']} images "
+                          f"({type(exc).__name__}: {escape(str(exc))}); results so far in {where}", highlight=False)
             raise
     console.print(summary_line(report), highlight=False)
     return 1 if report.all_unreadable else 0
@@ -120,6 +121,8 @@ class NoInputs(UserError, ValueError):
     """Nothing to analyse in the given paths."""
 
 
-def ray_spec(model: str | None, cropped: bool, batch_size: int, threads: int | None) -> AnalyzerSpec:
+def ray_spec(model: str | None, cropped: bool, batch_size: int, threads: int | None, min_face: float = 0.0,
+             min_score: float = 0.0) -> AnalyzerSpec:
     """The actors' analyser from ``analyze``'s options (``--threads``: CPUs per actor, default 1)."""
-    return spec_for(model, cropped=cropped, batch_size=batch_size, threads=threads or 1)
+    return spec_for(model, cropped=cropped, batch_size=batch_size, threads=threads or 1, min_face=min_face,
+                    min_score=min_score)

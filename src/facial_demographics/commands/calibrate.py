@@ -33,8 +33,9 @@ def calibrate(
     bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="A model bundle directory (changed in place "
                                            "unless --out is given).")],
     cache: Annotated[Path, typer.Option("--cache", help="Aligned-face cache at the bundle's input size.")],
-    split: Annotated[Path, typer.Option("--split", help="Split CSV; its val part is used.")] = Path(
-        "splits/utkface.csv"),
+    split: Annotated[Path | None, typer.Option("--split", help=(
+        "Split CSV; its val part is used (default: the cache's split.csv, which 'train' makes, else "
+        "splits/utkface.csv)."))] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write a calibrated copy here instead.")] = None,
     interval: Annotated[bool, typer.Option(help="Refit the age-interval temperature.")] = True,
     gender: Annotated[bool, typer.Option(help="Refit the gender temperatures per predicted-age band.")] = True,
@@ -42,7 +43,10 @@ def calibrate(
     """Fit the age interval (80 % coverage) and the gender probability per age band on validation faces, and
     write them into the bundle's manifest; the predictions themselves do not change."""
     need_extra("train")
+    from ..training.autosplit import split_beside
     from ..training.calibrate import calibrate_bundle, calibrate_gender
+
+    split = split_beside(cache, split)
 
     with user_errors():
         if not (bundle / "manifest.json").is_file():

@@ -11,14 +11,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..datasets.formats import LABELS_HELP
 from ._common import err, need_extra, progress_bar, user_errors
+from .examples import examples
 
 data_app = typer.Typer(help="Dataset tools: statistics, splits and the aligned-face cache.", no_args_is_help=True)
-DatasetArg = Annotated[Path, typer.Argument(help="Dataset folder, archive, .mat or table.")]
-FormatOption = Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")]
+DatasetArg = Annotated[Path, typer.Argument(help=(
+    f"Your labelled photos: {LABELS_HELP} (or a folder holding it as labels.csv). Also a UTKFace folder or "
+    ".tar.gz, or an IMDB-WIKI .mat."))]
+FormatOption = Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table (default: detected)")]
 
 
-@data_app.command("prepare")
+@data_app.command("prepare", epilog=examples("data prepare"))
 def data_prepare(
     dataset: DatasetArg,
     size: Annotated[int, typer.Option("--size", min=16, help="Aligned face size in pixels.")] = 112,
@@ -57,7 +61,7 @@ def data_prepare(
         err.print(f"[yellow]unreadable {row['path']}: {row['error']}[/yellow]")
 
 
-@data_app.command("descriptors")
+@data_app.command("descriptors", epilog=examples("data descriptors"))
 def data_descriptors(
     cache: Annotated[Path, typer.Argument(help="Aligned-face cache folder (from 'data prepare', aligned).")],
     out: Annotated[Path | None, typer.Option("--out", help="Write here (default: the cache folder).")] = None,
@@ -88,7 +92,7 @@ def data_descriptors(
         err.print(f"[yellow]... and {len(run.failures) - 20} more, listed in {escape(str(run.provenance))}[/yellow]")
 
 
-@data_app.command("stats")
+@data_app.command("stats", epilog=examples("data stats"))
 def data_stats(
     dataset: DatasetArg,
     out: Annotated[Path | None, typer.Option("--out", help="Write stats.json and a PNG histogram here.")] = None,
@@ -109,7 +113,7 @@ def data_stats(
             console.print(f"wrote {path}")
 
 
-@data_app.command("split")
+@data_app.command("split", epilog=examples("data split"))
 def data_split(
     dataset: DatasetArg,
     out: Annotated[Path, typer.Option("--out", help="Split CSV to write (key,split).")],

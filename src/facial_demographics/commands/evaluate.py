@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from ..errors import InvalidValueError
 from ._common import Device, DeviceOption, ModelOption, err, need_extra, progress_bar, user_errors
 
 if TYPE_CHECKING:
@@ -70,10 +71,20 @@ def evaluate(
 
 
 def evaluate_detection(
-    dataset: Annotated[Path, typer.Option("--dataset", help="UTKFace folder or archive: the faces to paste.")],
+    dataset: Annotated[Path | None, typer.Option(
+        "--dataset", help="UTKFace folder or archive: the faces to paste into generated scenes.")] = None,
+    annotations: Annotated[list[Path] | None, typer.Option(
+        "--annotations", metavar="PATH",
+        help="Real photos instead: a PASCAL VOC folder, COCO .json, WIDER FACE .txt or dlib imglab .xml "
+             "(repeat for more).")] = None,
+    images: Annotated[Path | None, typer.Option(
+        "--images", help="Folder of the annotated photos (default: beside each annotation file).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and report.html.")] = Path(
         "out/detection"),
     scenes: Annotated[int, typer.Option("--scenes", min=1, help="How many scenes to generate.")] = 400,
+    posters: Annotated[int | None, typer.Option(
+        "--posters", min=0, help="Poster scenes (a group before a big face) added (default: a tenth of --scenes).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Scene seed: the same seed gives the same scenes.")] = 0,
     pool: Annotated[int, typer.Option("--pool", min=1, help="Development faces to sample from.")] = 300,
     split_file: Annotated[Path | None, typer.Option(
@@ -86,21 +97,39 @@ def evaluate_detection(
         "--single-scale", help="The 0.2.0 detector: one pass at 960 px at most, for comparison.")] = False,
     device: DeviceOption = Device.auto,
 ) -> None:
-    """Measure the face detector on generated scenes: recall by face size, duplicates, false faces, time."""
-    need_extra("data")
+    """Measure the face detector on generated scenes (--dataset) or annotated photos (--annotations):
+    recall by face size, duplicates, false faces, time."""
     from ..detection import DetectorConfig
-    from ..evaluation.detection_eval import BenchmarkSettings, run_detection_benchmark, summary_line
 
     with user_errors():
+        if (dataset is None) == (not annotations):
+            raise InvalidValueError("give either --dataset (generated scenes) or --annotations (real photos)")
         overrides: dict[str, Any] = {k: v for k, v in (("score_threshold", score_threshold),
                                                          ("pixel_budget", pixel_budget)) if v is not None}
         overrides["device"] = device.value
         config = DetectorConfig.single_scale(**overrides) if single_scale else DetectorConfig(**overrides)
-        settings = BenchmarkSettings(scenes=scenes, seed=seed, pool_size=pool)
+        if annotations:
+            _detection_on_photos(annotations, images, out, config)
+            return
+        assert dataset is not None
+        need_extra("data")
+        from ..evaluation.detection_eval import BenchmarkSettings, run_detection_benchmark, summary_line
+
+        settings = BenchmarkSettings(scenes=scenes, seed=seed, pool_size=pool, poster_scenes=posters)
         err.print("choosing development faces…", highlight=False)
         m = run_detection_benchmark(dataset, out, settings, config, split_file, progress=progress_bar)
     err.print(f"face pool: {m['settings']['pool']} {settings.split} crops with a confident face", highlight=False)
     typer.echo(f"{summary_line(m)} → {out}")
+
+
+def _detection_on_photos(annotations: list[Path], images: Path | None, out: Path, config: Any) -> None:
+    """``evaluate-detection --annotations``: the detector on real photos (errors reach ``user_errors``)."""
+    from ..evaluation.detection_eval import photo_summary_line, run_photo_benchmark
+
+    if images is not None and not images.is_dir():
+        raise InvalidValueError(f"{images}: --images is not a folder")
+    m = run_photo_benchmark(annotations, images, out, config, progress=progress_bar)
+    typer.echo(f"{photo_summary_line(m)} → {out}")
 
 
 def _robustness_table(run: RobustnessRun) -> Table:

@@ -78,9 +78,9 @@ def export(
     cache: Annotated[Path | None, typer.Option(
         "--cache", help="Aligned-face cache: faces for the parity check, interval calibration and quantisation.")
     ] = None,
-    split: Annotated[Path, typer.Option(
-        "--split", help="Split CSV: its val part calibrates the age interval and compares the graphs.")] = Path(
-        "splits/utkface.csv"),
+    split: Annotated[Path | None, typer.Option(
+        "--split", help="Split CSV: its val part calibrates the age interval and compares the graphs (default: "
+        "the cache's split.csv, which 'train' makes, else splits/utkface.csv).")] = None,
     calibrate: Annotated[bool, typer.Option(
         help="Fit the age-interval temperature on the validation split (checkpoints; needs --cache).")] = True,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
@@ -100,6 +100,9 @@ def export(
     or TTA-free bundle from a float one, printing both graphs' accuracy on the validation split."""
     checkpoint = Path(source).is_file()
     need_extra("train" if checkpoint else "quantize")
+    from ..training.autosplit import split_beside
+
+    split = split_beside(cache, split)
     with user_errors():
         if quantize is not None and cache is None:
             raise InvalidValueError("--quantize needs --cache (calibration and comparison faces)")

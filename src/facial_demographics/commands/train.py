@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import need_extra, user_errors
+from ._common import err, need_extra, user_errors
 
 
 class Precision(str, Enum):
@@ -24,8 +24,11 @@ def train(
     lr: Annotated[float | None, typer.Option("--lr", help="Override the initial learning rate.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override the number of epochs.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<config name>).")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Override the aligned-face cache.")] = None,
-    split: Annotated[Path | None, typer.Option("--split", help="Override the split CSV.")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help=(
+        "Train on this aligned-face cache ('data prepare' output) instead of the config's.")) ] = None,
+    split: Annotated[Path | None, typer.Option("--split", help=(
+        "The key,split CSV ('data split' output). Default: the config's split, or with --cache the cache's "
+        "split.csv, made (seeded, by identity when the data has one) if it is not there yet."))] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")] = None,
     nproc: Annotated[int, typer.Option("--nproc", min=1, help=(
         "Processes on this machine (DistributedDataParallel: gloo on CPU, NCCL on GPUs); "
@@ -44,6 +47,7 @@ def train(
     from ..training.run import run_training
 
     with user_errors():
+        split = _resolve_split(config, resume, lr, epochs, cache, split)
         result = run_training(config, resume=resume, lr=lr, epochs=epochs, out=out, cache=cache, split=split,
                               max_steps=max_steps, nproc=nproc,
                               precision=None if precision is None else precision.value, device=device)
@@ -53,6 +57,25 @@ def train(
     typer.echo(f"done: best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}; checkpoints "
                f"{result.best_checkpoint} and {result.last_checkpoint}; curves, metrics and steps.csv in "
                f"{result.run_dir}" + (f" ({nproc} processes)" if nproc > 1 else ""))
+
+
+def _resolve_split(config: Path | None, resume: Path | None, lr: float | None, epochs: int | None,
+                   cache: Path | None, split: Path | None) -> Path | None:
+    """The split file a fresh run uses (see training/autosplit.py), said on stderr when it is made.
+
+    Raises:
+        UserError: the config or the cache cannot be read.
+    """
+    if config is None or resume is not None:  # a resumed run keeps its checkpoint's split
+        return split
+    from ..training.autosplit import choose_split
+    from ..training.config import load_config, with_overrides
+
+    cfg = with_overrides(load_config(config), lr=lr, epochs=epochs, cache=cache, split=split)
+    choice = choose_split(cfg, cache_given=cache is not None, split_given=split is not None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        err.print(choice.describe(), highlight=False, markup=False)
+    return choice.path if choice.path is not None else split
 
 
 def compare_runs(

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from facial_demographics.datasets.errors import DataError, DataNotFoundError
+from facial_demographics.datasets.formats import FORMATS, LABELS_FILE, LABELS_HELP
 from facial_demographics.datasets.imdbwiki import read_imdbwiki
 from facial_demographics.datasets.records import ReadResult
 from facial_demographics.datasets.table import TABLE_SUFFIXES, read_table
 from facial_demographics.datasets.utkface import is_archive, is_utkface_name, read_utkface
 
-FORMATS = ("utkface", "imdbwiki", "table")
 #: How many file names are enough to recognise a UTKFace folder or archive.
 _SNIFF = 200
 
@@ -40,8 +40,26 @@ def _archive_names(path: Path) -> Iterable[str]:
         raise DataError(f"{path}: cannot read archive: {exc}") from exc
 
 
+def _unknown_folder(path: Path) -> DataError:
+    return DataError(f"{path}: no {LABELS_FILE} in this folder and no UTKFace-style names "
+                     f"(age_gender_race_datetime.jpg). For your own photos write {path / LABELS_FILE}: "
+                     f"{LABELS_HELP}. Or pass --format, one of {', '.join(FORMATS)}")
+
+
 def detect_format(path: str | Path) -> str:
-    """The reader a dataset path needs; ValueError naming the path when it cannot tell."""
+    """The reader a dataset path needs.
+
+    Args:
+        path: a UTKFace folder or archive, a folder holding ``labels.csv``, an IMDB-WIKI ``.mat``, or a
+            ``.csv``/``.parquet`` table.
+
+    Returns:
+        One of :data:`FORMATS`.
+
+    Raises:
+        DataNotFoundError: the path does not exist.
+        DataError: the format cannot be told; the message says what a labels table holds.
+    """
     path = Path(path)
     if not path.exists():
         raise DataNotFoundError(f"{path}: no such dataset file or folder")
@@ -51,23 +69,37 @@ def detect_format(path: str | Path) -> str:
     if path.is_file() and suffix in TABLE_SUFFIXES:
         return "table"
     if path.is_dir():
+        if (path / LABELS_FILE).is_file():
+            return "table"
         if _has_utkface_names(p.name for p in path.rglob("*") if p.is_file()):
             return "utkface"
-        raise DataError(f"{path}: folder holds no UTKFace-style names (age_gender_race_datetime.jpg); "
-                         f"pass a .mat or .csv/.parquet file, or format= one of {FORMATS}")
+        raise _unknown_folder(path)
     if is_archive(path):
         if _has_utkface_names(_archive_names(path)):
             return "utkface"
         raise DataError(f"{path}: archive holds no UTKFace-style names (age_gender_race_datetime.jpg)")
-    raise DataError(f"{path}: unknown dataset format (expected a UTKFace folder or .tar.gz, "
-                     f"an IMDB-WIKI .mat, or a .csv/.parquet table; or pass format= one of {FORMATS})")
+    raise DataError(f"{path}: unknown dataset format; expected a UTKFace folder or .tar.gz, an IMDB-WIKI .mat, "
+                    f"or {LABELS_HELP} (or a folder holding it as {LABELS_FILE}); or pass --format, one of "
+                    f"{', '.join(FORMATS)}")
 
 
 def load_dataset(path: str | Path, format: str | None = None, **options: Any) -> ReadResult:
-    """Read any supported dataset; ``options`` go to the reader (see each reader's keywords)."""
+    """Read any supported dataset; ``options`` go to the reader (see each reader's keywords).
+
+    Args:
+        path: what :func:`detect_format` accepts; a folder read as a table is read through its ``labels.csv``.
+        format: one of :data:`FORMATS`, or None to detect it.
+
+    Raises:
+        DataNotFoundError, DataError: the dataset cannot be found or read.
+    """
     if format is None:
         format = detect_format(path)
     reader = _READERS.get(format)
     if reader is None:
-        raise DataError(f"{path}: unknown format {format!r} (expected one of {FORMATS})")
+        raise DataError(f"{path}: unknown format {format!r} (expected one of {', '.join(FORMATS)})")
+    if format == "table" and Path(path).is_dir():
+        if not (Path(path) / LABELS_FILE).is_file():
+            raise _unknown_folder(Path(path))
+        path = Path(path) / LABELS_FILE
     return reader(path, **options)

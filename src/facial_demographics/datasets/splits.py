@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,14 +90,20 @@ def split_counts(mapping: Mapping[str, str]) -> dict[str, int]:
 
 
 def write_split(mapping: Mapping[str, str], path: str | Path) -> Path:
-    """Write a split as CSV (columns key,split; sorted by key so diffs stay readable)."""
+    """Write a split as CSV (columns key,split; sorted by key so diffs stay readable).
+
+    The file appears whole or not at all (written beside it, then renamed): the ranks of a multi-process
+    run may each make the same split at once, and a reader must never see half of one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with partial.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["key", "split"])
         for key in sorted(mapping):
             writer.writerow([key, mapping[key]])
+    os.replace(partial, path)
     return path
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from facial_demographics.datasets.errors import DataError
+from facial_demographics.datasets.formats import GENDER_VALUES
 from facial_demographics.datasets.records import ReadResult, Record, Rejected
 from facial_demographics.datasets.utkface import MAX_AGE
 from facial_demographics.labels import FEMALE, MALE
@@ -58,7 +59,7 @@ def parse_gender(value: Any) -> int | None:
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):
         code = {0.0: MALE, 1.0: FEMALE}.get(float(value))
     if code is None:
-        raise BadValue(f"bad gender: {value!r} (expected 0/1, male/female or m/f)")
+        raise BadValue(f"bad gender: {value!r} (expected {GENDER_VALUES})")
     return code
 
 

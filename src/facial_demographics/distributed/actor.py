@@ -39,13 +39,16 @@ class AnalyzerSpec:
     batch_size: int = 32  # faces per model batch
     threads: int = 1  # CPUs reserved per actor; all of its compute threads fit in them
     max_pixels: int = DEFAULT_MAX_PIXELS
+    min_face: float = 0.0  # FaceAnalyzer's filters (--min-face, --min-score)
+    min_score: float = 0.0
 
 
 def build_analyzer(spec: AnalyzerSpec) -> FaceAnalyzer:
     """The analyser of one actor: the local engine's settings with its threads capped at ``spec.threads``."""
     detector = DetectorConfig.single_scale(threads=1) if spec.cropped else DetectorConfig(threads=1)
     return FaceAnalyzer(spec.model, cropped=spec.cropped, batch_size=spec.batch_size, threads=spec.threads,
-                        detector=detector, max_pixels=spec.max_pixels, io_workers=spec.threads)
+                        detector=detector, max_pixels=spec.max_pixels, io_workers=spec.threads,
+                        min_face=spec.min_face, min_score=spec.min_score)
 
 
 def _read_error(exc: OSError) -> str:

@@ -130,7 +130,9 @@ def parquet_schema() -> Any:
     point = pa.list_(pa.float64())
     face = pa.struct([("box", point), ("score", pa.float64()), ("landmarks", pa.list_(point)),
                       ("age", pa.float64()), ("age_interval", point), ("age_group", pa.string()),
-                      ("gender", pa.string()), ("gender_probability", pa.float64())])
+                      ("gender", pa.string()), ("gender_probability", pa.float64()),
+                      # what `summarize` reads: the per-year age distribution from its first age
+                      ("age_distribution", pa.struct([("start", pa.int64()), ("p", point)]))])
     return pa.schema([("path", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
                       ("faces", pa.list_(face)), ("error", pa.string())])
 

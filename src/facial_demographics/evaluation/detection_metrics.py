@@ -86,6 +86,42 @@ def _landmark_error(truth: np.ndarray, found: np.ndarray) -> float:
     return float(np.linalg.norm(found - truth, axis=1).mean()) / max(interocular, 1e-6)
 
 
+@dataclass(frozen=True)
+class BoxMatch:
+    """Boxes matched to faces: ``matched[k]`` is the face box k found (or -1), ``found`` is per face."""
+
+    matched: list[int]
+    found: list[bool]
+    duplicates: int
+    false_positives: int
+
+
+def match_boxes(truth: Sequence[Box], ignored: Sequence[bool], boxes: Sequence[Box], scores: Sequence[float],
+                iou_match: float = IOU_MATCH) -> BoxMatch:
+    """Greedy matching by score (see the module docstring); every box is already inside the image.
+
+    A box on an ignored face is neither a hit nor an error; a box matching an ignored face marks it found.
+    """
+    matched, found = [-1] * len(boxes), [False] * len(truth)
+    duplicates = false_positives = 0
+    for k in sorted(range(len(boxes)), key=lambda k: -scores[k]):
+        box = boxes[k]
+        overlaps = [iou(box, t) if not found[i] else 0.0 for i, t in enumerate(truth)]
+        best = int(np.argmax(overlaps)) if overlaps else -1
+        if best >= 0 and overlaps[best] >= iou_match:
+            found[best] = True
+            matched[k] = best
+            continue
+        if any(ign and _intersection(box, t) > 0.5 * _area(box) for t, ign in zip(truth, ignored, strict=True)):
+            continue
+        on_face = max((_intersection(box, t) / max(_area(box), 1e-9) for t in truth), default=0.0)
+        if on_face >= 0.5:
+            duplicates += 1
+        else:
+            false_positives += 1
+    return BoxMatch(matched, found, duplicates, false_positives)
+
+
 def match_scene(scene: Scene, detections: Sequence[Detection], seconds: float = 0.0,
                 iou_match: float = IOU_MATCH) -> SceneOutcome:
     """Match one scene's boxes to its faces (see the module docstring for the rules)."""
@@ -93,28 +129,14 @@ def match_scene(scene: Scene, detections: Sequence[Detection], seconds: float = 
     truth = [clip_box(f.box, width, height) for f in scene.faces]
     ignored = [_area(t) < MIN_VISIBLE * _area(f.box) or f.size < MIN_SIZE for t, f in zip(truth, scene.faces,
                                                                                              strict=True)]
-    out = SceneOutcome(scene, list(detections), seconds, matched=[-1] * len(detections),
-                       found=[False] * len(truth), ignored=ignored)
-    for k in sorted(range(len(detections)), key=lambda k: -detections[k].score):
-        det = detections[k]
-        box = clip_box(det.box, width, height)
-        overlaps = [iou(box, t) if not out.found[i] else 0.0 for i, t in enumerate(truth)]
-        best = int(np.argmax(overlaps)) if overlaps else -1
-        if best >= 0 and overlaps[best] >= iou_match:
-            out.found[best] = True
-            out.matched[k] = best
-            if not ignored[best] and np.isfinite(det.landmarks).all():  # a detector may give no landmarks
-                out.landmark_errors.append(_landmark_error(scene.faces[best].landmarks, det.landmarks))
-            continue
-        on_face = max((_intersection(box, t) / max(_area(box), 1e-9) for t in truth), default=0.0)
-        on_ignored = any(ign and _intersection(box, t) > 0.5 * _area(box) for t, ign in zip(truth, ignored,
-                                                                                             strict=True))
-        if on_ignored:
-            continue
-        if on_face >= 0.5:
-            out.duplicates += 1
-        else:
-            out.false_positives += 1
+    boxes = [clip_box(d.box, width, height) for d in detections]
+    m = match_boxes(truth, ignored, boxes, [d.score for d in detections], iou_match)
+    out = SceneOutcome(scene, list(detections), seconds, matched=m.matched, duplicates=m.duplicates,
+                       false_positives=m.false_positives, found=m.found, ignored=ignored)
+    for k in sorted(range(len(detections)), key=lambda k: -detections[k].score):  # the order of matching
+        det, face = detections[k], m.matched[k]
+        if face >= 0 and not ignored[face] and np.isfinite(det.landmarks).all():  # a detector may give none
+            out.landmark_errors.append(_landmark_error(scene.faces[face].landmarks, det.landmarks))
     return out
 
 
@@ -148,6 +170,17 @@ def _closeups(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
                                 for n in sorted({len(o.detections) for o in scenes})}}
 
 
+def _posters(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
+    """Poster scenes: recall of the faces in front of the big face, and of the big face itself."""
+    counted = [(face.backdrop, fd) for o in outcomes if o.scene.kind == "poster"
+               for face, fd, ign in zip(o.scene.faces, o.found, o.ignored, strict=True) if not ign]
+    front = [fd for back, fd in counted if not back]
+    backdrop = [fd for back, fd in counted if back]
+    return {"images": sum(o.scene.kind == "poster" for o in outcomes),
+            "front_faces": len(front), "front_recall": _rate(sum(front), len(front)),
+            "backdrop_faces": len(backdrop), "backdrop_recall": _rate(sum(backdrop), len(backdrop))}
+
+
 def summarize(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
     """All the benchmark's figures (rates are fractions; null where nothing was counted)."""
     faces = sum(len(o.found) - sum(o.ignored) for o in outcomes)
@@ -178,5 +211,6 @@ def summarize(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
         "recall_by_size": _recall_table(outcomes, "size"),
         "recall_by_condition": _recall_table(outcomes, "condition"),
         "closeups": _closeups(outcomes),
+        "posters": _posters(outcomes),
         "ms_per_image_mean": 1e3 * float(np.mean([o.seconds for o in outcomes])) if outcomes else None,
     }

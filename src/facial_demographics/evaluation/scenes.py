@@ -16,13 +16,19 @@ Scene kinds (shares of the scenes):
 - ``closeup``: one face from 400 px to larger than the frame, often cut by the border;
 - ``empty``: no face, for false positives (a cat, coffee, a rocket, textures, text).
 Each scene then gets one image condition: none, blur, JPEG quality 20, dark or over-exposed.
+
+``poster`` scenes are made only on request (``make_scene(..., kind="poster")``, their own random stream,
+so the mix above and its published figures stay as they were): 2–10 faces of 24–200 px (at most 0.4 of
+the big face's size) in front of one big, blurred face (a poster, a billboard, a screen) of 0.6–1.4× the
+frame's short side, which is part of the ground truth too (``SceneFace.backdrop``). They test that the
+big face's box does not swallow the faces in front of it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 
 import cv2
@@ -42,6 +48,8 @@ CLOSEUP_SIZES = ((640, 480), (1080, 1350), (1200, 1200), (1920, 1080), (1280, 96
 BACKGROUNDS = ("coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "grass", "gravel",
                "brick", "moon", "coins", "page", "text", "clock", "colorwheel", "horse", "retina", "cell")
 MAX_ROTATION = 30.0
+#: A third seed word for poster scenes, so poster scene i and drawn scene i are unrelated.
+POSTER_STREAM = 7
 #: UTKFace crops are the face box itself (no hair or shoulders), so each is extended by this share of
 #: its side with its own edge colours and faded into the background across that margin: the face stays
 #: intact and there is no hard seam for a detector to key on.
@@ -70,6 +78,7 @@ class SceneFace:
     box: tuple[float, float, float, float]
     landmarks: np.ndarray
     key: str
+    backdrop: bool = False  # the big face behind a poster scene's group
 
     @property
     def size(self) -> float:
@@ -233,6 +242,20 @@ def _closeup(rng: np.random.Generator, canvas: np.ndarray, pool: Sequence[PoolFa
     return [paste(canvas, face, size, rng.uniform(-15, 15), (cx, cy))]
 
 
+def _poster(rng: np.random.Generator, canvas: np.ndarray, pool: Sequence[PoolFace]) -> list[SceneFace]:
+    """A big, defocused face behind the frame, then a group in front of it, mostly over its box."""
+    height, width = canvas.shape[:2]
+    short = min(width, height)
+    big = paste(canvas, pool[int(rng.integers(len(pool)))], float(rng.uniform(0.6, 1.4) * short),
+                float(rng.uniform(-10, 10)), (width / 2 + rng.uniform(-0.2, 0.2) * width,
+                                              height / 2 + rng.uniform(-0.2, 0.2) * height))
+    # Defocus the backdrop (the group in front is sharp), as a photo focused on the people would.
+    canvas[:] = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(1.0, 4.0) * short / 480)
+    largest = min(200.0, 0.4 * big.size)
+    front = _place_group(rng, canvas, pool, int(rng.integers(2, 11)), (24.0, max(32.0, largest)))
+    return [replace(big, backdrop=True), *front]
+
+
 def apply_condition(image: np.ndarray, condition: str, rng: np.random.Generator) -> np.ndarray:
     """The image degradations the benchmark covers; ``none`` returns the image unchanged."""
     if condition == "blur":
@@ -258,13 +281,29 @@ def _choose(rng: np.random.Generator, options: tuple[tuple[str, float], ...]) ->
     return str(rng.choice(names, p=np.asarray(weights) / sum(weights)))
 
 
-def make_scene(pool: Sequence[PoolFace], seed: int, index: int) -> Scene:
-    """Scene ``index`` of the benchmark with ``seed``: the same arguments give the same scene."""
+def make_scene(pool: Sequence[PoolFace], seed: int, index: int, kind: str | None = None) -> Scene:
+    """Scene ``index`` of the benchmark with ``seed``: the same arguments give the same scene.
+
+    Args:
+        pool: the faces to paste.
+        seed: the benchmark's seed.
+        index: the scene's number.
+        kind: None draws the kind from ``KINDS``; ``"poster"`` makes a poster scene (its own stream).
+
+    Raises:
+        InvalidValueError: the pool is empty or the kind is unknown.
+    """
     if not pool:
         raise InvalidValueError("the face pool is empty: no crop had a confident face")
-    rng = np.random.default_rng([seed, index])
-    kind = _choose(rng, KINDS)
-    table = {"group": GROUP_SIZES, "small": SMALL_SIZES, "closeup": CLOSEUP_SIZES, "empty": GROUP_SIZES}[kind]
+    if kind is None:
+        rng = np.random.default_rng([seed, index])
+        kind = _choose(rng, KINDS)
+    elif kind == "poster":
+        rng = np.random.default_rng([seed, index, POSTER_STREAM])
+    else:
+        raise InvalidValueError(f"unknown scene kind {kind!r}: None (drawn) or 'poster'")
+    table = {"group": GROUP_SIZES, "small": SMALL_SIZES, "closeup": CLOSEUP_SIZES, "empty": GROUP_SIZES,
+             "poster": GROUP_SIZES}[kind]
     width, height = table[int(rng.integers(len(table)))]
     canvas = background(rng, width, height)
     faces: list[SceneFace] = []
@@ -276,6 +315,8 @@ def make_scene(pool: Sequence[PoolFace], seed: int, index: int) -> Scene:
         faces = _place_group(rng, canvas, pool, int(rng.integers(4, 21)), (16.0, 32.0))
     elif kind == "closeup":
         faces = _closeup(rng, canvas, pool)
+    elif kind == "poster":
+        faces = _poster(rng, canvas, pool)
     condition = _choose(rng, CONDITIONS)
     return Scene(index, kind, condition, apply_condition(canvas, condition, rng), tuple(faces))
 

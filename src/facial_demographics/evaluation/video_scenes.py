@@ -9,13 +9,18 @@ without starting a new track. Sensor noise changes every frame, so
 per-frame answers vary as they do on a real camera. The truth of every frame (each person's box and
 how much of it is visible) comes with it, and :func:`score_tracking` measures a run against it:
 identity switches, tracks per person, the spread of raw and combined ages, and gender flips.
+
+For counting people (re-identification), ``away`` takes the first person out of view for a while and
+brings them back in an extra lane below the others (long after their track has ended, somewhere else),
+and ``stand_in`` brings back a different face instead: :func:`lookalikes` picks faces of the same
+gender and ethnicity and a close age, the hardest case for telling two people apart.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -40,11 +45,21 @@ class Person:
     period: float
     phase: float
     size: float
+    #: In view only during these [start, end) spans (seconds); empty: the whole video.
+    windows: tuple[tuple[float, float], ...] = ()
+    #: From the second window on, the lane is this one instead (the person came back elsewhere).
+    later_lane_y: float | None = None
+
+    def in_view(self, t: float) -> bool:
+        return not self.windows or any(a <= t < b for a, b in self.windows)
 
     def state(self, t: float) -> tuple[float, float, float, float]:
         """Centre x, centre y, face size and head tilt (degrees) at time ``t``."""
+        lane = self.lane_y
+        if self.later_lane_y is not None and len(self.windows) > 1 and t >= self.windows[1][0]:
+            lane = self.later_lane_y
         x = self.centre_x + self.amplitude * math.sin(2 * math.pi * t / self.period + self.phase)
-        y = self.lane_y + 0.04 * self.size * math.sin(2 * math.pi * t / 1.7 + self.phase)
+        y = lane + 0.04 * self.size * math.sin(2 * math.pi * t / 1.7 + self.phase)
         size = self.size * (1.0 + 0.08 * math.sin(2 * math.pi * t / 2.3 + self.phase))
         tilt = 8.0 * math.sin(2 * math.pi * t / 2.9 + self.phase)
         return x, y, size, tilt
@@ -106,6 +121,8 @@ class VideoScene:
         canvas = self.backdrop.copy()
         truth = []
         for k, person in enumerate(self.people):
+            if not person.in_view(t):
+                continue
             x, y, size, tilt = person.state(t)
             pasted = paste(canvas, person.face, size, tilt, (x, y))
             truth.append(Truth(k, person.face.key, pasted.box, 1.0))
@@ -134,16 +151,58 @@ def _visible(box: tuple[float, float, float, float], posts: Sequence[tuple[float
 
 def _labels(key: str) -> tuple[float | None, str | None]:
     """Age and gender from a UTKFace name (``age_gender_race_date.jpg.chip.jpg``); None when not one."""
+    age, gender, _ = utk_labels(key)
+    return age, gender
+
+
+def utk_labels(key: str) -> tuple[float | None, str | None, str | None]:
+    """Age, gender and ethnicity code from a UTKFace name (``age_gender_race_date.jpg.chip.jpg``); None
+    for what the name does not say."""
     parts = Path(key).name.split("_")
     try:
-        return float(parts[0]), {"0": "male", "1": "female"}.get(parts[1])
+        age = float(parts[0])
     except (IndexError, ValueError):
-        return None, None
+        return None, None, None
+    gender = {"0": "male", "1": "female"}.get(parts[1]) if len(parts) > 1 else None
+    race = parts[2] if len(parts) > 2 and parts[2].isdigit() else None
+    return age, gender, race
+
+
+def faces_with_genders(pool: Sequence[PoolFace], genders: Sequence[str], seed: int) -> list[PoolFace]:
+    """A seeded choice of distinct faces with these labelled genders, in this order.
+
+    Raises:
+        ValueError: the pool has too few faces of a gender.
+    """
+    rng = np.random.default_rng([seed, 4321])
+    order = [pool[int(i)] for i in rng.permutation(len(pool))]
+    out: list[PoolFace] = []
+    for gender in genders:
+        face = next((f for f in order if f not in out and _labels(f.key)[1] == gender), None)
+        if face is None:
+            raise ValueError(f"the pool has too few {gender} faces for {list(genders)}")
+        out.append(face)
+    return out
+
+
+def lookalikes(pool: Sequence[PoolFace], face: PoolFace, max_age_gap: float = 5.0) -> list[PoolFace]:
+    """Other faces of ``pool`` with the same labelled gender and ethnicity and an age within ``max_age_gap``
+    years, closest age first (different people who look alike to a demographics model)."""
+    age, gender, race = utk_labels(face.key)
+    if age is None or gender is None or race is None:
+        return []
+    same = []
+    for other in pool:
+        a, g, r = utk_labels(other.key)
+        if other.key != face.key and a is not None and g == gender and r == race and abs(a - age) <= max_age_gap:
+            same.append((abs(a - age), other.key, other))
+    return [other for _, _, other in sorted(same, key=lambda x: (x[0], x[1]))]
 
 
 def make_video_scene(pool: Sequence[PoolFace], seed: int, *, width: int = 640, height: int = 480,
                      fps: float = 15.0, seconds: float = 4.0, people: int = 2, face_size: float = 100.0,
-                     occlusions: bool = True) -> VideoScene:
+                     occlusions: bool = True, faces: Sequence[PoolFace] | None = None,
+                     away: tuple[float, float] | None = None, stand_in: PoolFace | None = None) -> VideoScene:
     """Video ``seed``: ``people`` distinct faces from ``pool``, one per horizontal lane.
 
     Args:
@@ -156,6 +215,11 @@ def make_video_scene(pool: Sequence[PoolFace], seed: int, *, width: int = 640, h
         face_size: face box side in pixels (varies ±8 % over time).
         occlusions: send a bar across the frame every 1–2 s; at 640×480 it hides each face completely for
             0.13 s (median, up to 0.33 s) and at least partly for 0.4 s (up to 0.87 s).
+        faces: exactly these faces, top lane first (``people`` is then their number) instead of a seeded
+            choice from ``pool``.
+        away: ``(leave, back)`` seconds: the first person is out of view in between and comes back in an
+            extra lane below the others (so ``people + 1`` lanes must fit).
+        stand_in: with ``away``, this different face comes back instead (a person of its own).
 
     Returns:
         The scene; render its frames with :meth:`VideoScene.render` or write it with :func:`write_video`.
@@ -163,21 +227,26 @@ def make_video_scene(pool: Sequence[PoolFace], seed: int, *, width: int = 640, h
     Raises:
         ValueError: the pool has fewer faces than ``people``, or the lanes do not fit the frame.
     """
+    people = len(faces) if faces is not None else people
     if len(pool) < people or people < 1:
         raise ValueError(f"need {people} distinct faces, the pool has {len(pool)}")
-    lane = height / people
+    if away is not None and not 0 < away[0] < away[1]:
+        raise ValueError(f"away must be (leave, back) with 0 < leave < back, got {away}")
+    lanes = people + (away is not None)
+    lane = height / lanes
     if lane < 1.3 * face_size:
-        raise ValueError(f"{people} lanes of {face_size:.0f} px faces do not fit {height} px")
+        raise ValueError(f"{lanes} lanes of {face_size:.0f} px faces do not fit {height} px")
     rng = np.random.default_rng([seed, 1234])
-    chosen = rng.choice(len(pool), size=people, replace=False)
+    chosen = [pool[int(i)] for i in rng.choice(len(pool), size=people, replace=False)] if faces is None else faces
     crowd = []
-    for k, index in enumerate(chosen):
-        face = pool[int(index)]
+    for k, face in enumerate(chosen):
         age, gender = _labels(face.key)
         amplitude = rng.uniform(0.2, 0.3) * width
         crowd.append(Person(face, age, gender, lane_y=lane * (k + 0.5), centre_x=width * rng.uniform(0.45, 0.55),
                             amplitude=amplitude, period=rng.uniform(4.0, 6.0), phase=rng.uniform(0, 2 * math.pi),
                             size=face_size * rng.uniform(0.9, 1.1)))
+    if away is not None:
+        crowd = _send_away(crowd, away, lane * (people + 0.5), stand_in)
     passers = []
     t = rng.uniform(0.3, 0.8)
     while occlusions and t < seconds:
@@ -188,6 +257,19 @@ def make_video_scene(pool: Sequence[PoolFace], seed: int, *, width: int = 640, h
         t += (width + bar) / abs(speed) + rng.uniform(0.6, 1.2)
     return VideoScene(seed, width, height, fps, int(round(seconds * fps)), tuple(crowd), tuple(passers),
                       background(rng, width, height))
+
+
+def _send_away(crowd: list[Person], away: tuple[float, float], later_lane_y: float,
+               stand_in: PoolFace | None) -> list[Person]:
+    """The first person leaves at ``away[0]`` and comes back at ``away[1]`` in the lane ``later_lane_y``, or
+    (``stand_in``) a different face with the same motion appears there instead."""
+    first, forever = crowd[0], (away[1], math.inf)
+    if stand_in is None:
+        back = replace(first, windows=((0.0, away[0]), forever), later_lane_y=later_lane_y)
+        return [back, *crowd[1:]]
+    age, gender = _labels(stand_in.key)
+    other = replace(first, face=stand_in, age=age, gender=gender, lane_y=later_lane_y, windows=(forever,))
+    return [replace(first, windows=((0.0, away[0]),)), *crowd[1:], other]
 
 
 def frames_of(scene: VideoScene, variable: bool = False) -> Iterator[tuple[float, np.ndarray, list[Truth]]]:
@@ -259,8 +341,9 @@ def _iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def match_frame(truth: Sequence[Truth], faces: Sequence[dict[str, Any]], min_iou: float = 0.3) -> dict[int, int]:
-    """Person index → index of the face (``frames.jsonl`` face dicts) that is that person, by best IoU."""
-    pairs = sorted(((_iou(t.box, f["box"]), p, j) for p, t in enumerate(truth) for j, f in enumerate(faces)),
+    """Person index (``Truth.person``) → index of the face (``frames.jsonl`` face dicts) that is that person,
+    by best IoU; people out of view have no truth in the frame."""
+    pairs = sorted(((_iou(t.box, f["box"]), t.person, j) for t in truth for j, f in enumerate(faces)),
                    reverse=True)
     out: dict[int, int] = {}
     used: set[int] = set()

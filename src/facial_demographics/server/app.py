@@ -2,7 +2,8 @@
 
 Multi-file uploads are decided per file: when at least one image was analysed the answer is 200 and
 each failed file carries ``error`` and ``error_code`` in its result; when none was, the answer is the
-first failure's 4xx with the usual error body (and every file's error in ``errors``).
+first failure's 4xx with the usual error body (and every file's error in ``errors``). ``/v1/summary``
+takes the same uploads through the same steps and adds the population summary of their faces (summary.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import base64
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
@@ -25,6 +26,7 @@ from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,18 +34,37 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__, imaging
 from ..types import ImageResult
 from .batching import MicroBatcher, QueueFullError
-from .budget import BudgetFullError, MemoryBudget
-from .errors import ApiError, image_error_status, install_error_handlers
+from .budget import BudgetFullError, MemoryBudget, Reservation
+from .errors import ApiError, image_error_status, install_error_handlers, validation_message
+from .face_filters import MIN_FACE_QUERY, MIN_SCORE_QUERY, apply_filter, face_filter
 from .live import live_router
+from .memory import rss_bytes, trim
 from .models_route import models_router
-from .protocol import HEADER_TIMEOUT_STATE
-from .schemas import AnalyzeResponse, ErrorResponse, HealthResponse, ImageOut, ModelInfo
+from .protocol import GUARD_STATE, ConnectionGuard
+from .schemas import (
+    AnalyzeResponse,
+    ErrorResponse,
+    HealthResponse,
+    ImageOut,
+    ModelInfo,
+    SummaryRequest,
+    SummaryResponse,
+    SummaryResultsResponse,
+)
 from .settings import ServerSettings
-from .uploads import Form, Upload, check_content_length, read_multipart
+from .summary import BANDS_QUERY, INTERVAL_QUERY, Summariser, calibration_for, parse_bands
+from .uploads import Form, OnBytes, Upload, check_content_length, read_body, read_multipart
+
+if TYPE_CHECKING:
+    from ..filters import FaceFilter
+    from ..population import AgeBands
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STATIC_DIR = Path(__file__).parent / "static"
+#: A body's memory is reserved in steps of this much ahead of the bytes received (never from Content-Length).
+BODY_STEP = 256 * 1024
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 _PAGE_CSP = (
@@ -62,6 +83,30 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid request or image."},
     500: {"model": ErrorResponse, "description": "Unexpected server error (details only in the server log)."},
 }
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with its ``$defs`` written in place: a request body documented through
+    ``openapi_extra`` cannot point into the schema's own ``$defs`` (refs resolve from the document's root)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)  # type: ignore[no-any-return]
+
+
+def _results_body() -> dict[str, Any]:
+    """The documented JSON body of ``POST /v1/summary/results`` (the endpoint reads it itself, bounded)."""
+    return {"required": True, "content": {"application/json": {"schema": _inline_schema(SummaryRequest)}}}
 
 
 def _analyze_body(max_files: int) -> dict[str, Any]:
@@ -106,6 +151,7 @@ class _Runtime:
 
     analyzer: Analyzer | None = None
     batcher: MicroBatcher | None = None
+    summariser: Summariser | None = None
     budget: MemoryBudget = field(default_factory=lambda: MemoryBudget(1))
     # Decoding more uploads at once than there are cores gains nothing and multiplies peak memory.
     decoding: asyncio.Semaphore = field(
@@ -261,9 +307,11 @@ async def _annotate_entries(
 
 
 async def _respond(
-    decoded: list[_Decoded], results: dict[int, ImageResult], annotate: bool, settings: ServerSettings
+    decoded: list[_Decoded], results: dict[int, ImageResult], annotate: bool, settings: ServerSettings,
+    filtered: dict[int, int] | None = None,
 ) -> AnalyzeResponse:
-    """One entry per upload in order; the first failure's 4xx when no upload succeeded (module docstring)."""
+    """One entry per upload in order; the first failure's 4xx when no upload succeeded (module docstring).
+    ``filtered``: the faces the request's filter dropped per analysed upload (each entry's ``filtered``)."""
     out: list[ImageOut] = []
     failures: list[ApiError] = []
     for item in decoded:
@@ -281,7 +329,8 @@ async def _respond(
             )
             continue
         assert result is not None and item.image is not None
-        out.append(ImageOut.model_validate({**result.to_dict(), "path": name}))
+        dropped = {} if filtered is None or id(item) not in filtered else {"filtered": filtered[id(item)]}
+        out.append(ImageOut.model_validate({**result.to_dict(), "path": name, **dropped}))
     if len(failures) == len(decoded):
         first = failures[0].detail
         errors = [f.detail for f in failures] if len(failures) > 1 else []
@@ -310,28 +359,46 @@ class _Service:
             raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
         return self.runtime.batcher
 
+    def summariser(self) -> Summariser:
+        if self.runtime.summariser is None:
+            raise ApiError(503, "starting", "the model is still loading", headers={"Retry-After": "5"})
+        return self.runtime.summariser
+
     @asynccontextmanager
-    async def reserve(self, amount: int) -> AsyncIterator[None]:
-        """Hold ``amount`` bytes of the server's memory budget; 503 when it does not free up in time."""
+    async def reservation(self) -> AsyncIterator[Reservation]:
+        """Memory of the server's budget that grows as the request needs it (its body as the bytes arrive,
+        then its pixels), all released at the end; 503 when a step does not fit in time."""
         try:
-            async with self.runtime.budget.hold(amount, self.settings.memory_wait):
-                yield
+            async with self.runtime.budget.growing(self.settings.memory_wait) as held:
+                yield held
         except BudgetFullError as exc:
             raise ApiError(503, "server_busy", f"server busy: {exc}; retry later",
                            headers={"Retry-After": str(exc.retry_after)}) from None
 
-    async def receive_form(self, request: Request) -> Form:
+    def body_reserver(self, held: Reservation, factor: int = 1) -> OnBytes:
+        """``on_bytes`` for the upload readers: ``factor`` × the bytes received (a step ahead) stay reserved."""
+        limit = min(factor * self.settings.max_upload_bytes, self.settings.request_memory_bytes)
+
+        async def on_bytes(received: int) -> None:
+            if factor * received > held.held:
+                await held.grow_to(min(factor * (received + BODY_STEP), max(factor * received, limit)))
+
+        return on_bytes
+
+    async def receive_form(self, request: Request, held: Reservation) -> Form:
         settings = self.settings
+        return await self.receive(request, read_multipart(
+            request.headers.get("content-type"),
+            request.stream(),
+            max_bytes=settings.max_upload_bytes,
+            max_files=settings.max_files,
+            on_bytes=self.body_reserver(held),
+        ))
+
+    async def receive(self, request: Request, reading: Awaitable[T]) -> T:
+        """Await ``reading`` (of the request body) within the request timeout; 408 or 400 when it fails."""
         try:
-            return await asyncio.wait_for(
-                read_multipart(
-                    request.headers.get("content-type"),
-                    request.stream(),
-                    max_bytes=settings.max_upload_bytes,
-                    max_files=settings.max_files,
-                ),
-                settings.request_timeout,
-            )
+            return await asyncio.wait_for(reading, self.settings.request_timeout)
         except asyncio.TimeoutError:
             raise ApiError(408, "request_timeout", "the upload was not received in time") from None
         except ClientDisconnect:
@@ -358,8 +425,9 @@ class _Service:
             ) from None
         return dict(zip(map(id, good), results, strict=True))
 
-    async def analyze_request(self, request: Request, annotate: bool) -> AnalyzeResponse:
-        """The body of ``POST /v1/analyze``: admit, reserve memory, read, decode, analyse, respond."""
+    async def analyze_request(self, request: Request, annotate: bool, rule: FaceFilter) -> AnalyzeResponse:
+        """The body of ``POST /v1/analyze``: admit, reserve memory, read, decode, analyse, filter the faces
+        (``rule``, face_filters.py), respond."""
         settings = self.settings
         check_content_length(request.headers.get("content-length"), settings.max_upload_bytes)
         queue = self.batcher()
@@ -367,22 +435,54 @@ class _Service:
             queue.check_capacity(1)  # refuse early, before reading the body
         except QueueFullError as exc:
             raise _queue_full(exc) from None
-        declared = request.headers.get("content-length")
-        body_bytes = int(declared) if declared is not None else settings.max_upload_bytes
-        async with self.reserve(body_bytes):  # the body is held in memory: reserve it before reading it
-            form = await self.receive_form(request)
+        async with self.reservation() as held:  # the body is reserved as it arrives, then its pixels
+            form = await self.receive_form(request, held)
             if "annotate" in form.fields:
                 annotate = annotate or _flag(form.fields["annotate"], "annotate")
             if not form.files:
                 raise ApiError(422, "no_files", "no file uploaded: send one or more images in the 'file' field")
+            body_bytes = sum(len(f.data) for f in form.files)
             scanned = await run_in_threadpool(_scan_headers, form.files, settings.max_pixels)
             pixels = sum(d.header.decode_bytes for d in scanned if d.header is not None)
             if body_bytes + pixels > settings.request_memory_bytes:
                 what = "this image" if len(scanned) == 1 else f"this request's {len(scanned)} images"
                 raise _over_budget(what, body_bytes + pixels, settings.request_memory_bytes)
-            async with self.reserve(pixels):
-                results = await self.analyse(scanned, queue)
-                return await _respond(scanned, results, annotate, settings)
+            await held.grow_to(body_bytes + pixels)
+            results = await self.analyse(scanned, queue)
+            filtered = apply_filter(results, rule)
+            return await _respond(scanned, results, annotate, settings, filtered)
+
+    async def summary_request(self, request: Request, bands: AgeBands, interval: float,
+                              annotate: bool, rule: FaceFilter) -> SummaryResponse:
+        """The body of ``POST /v1/summary``: ``/v1/analyze``'s steps, then the summary of every result (of
+        the faces ``rule`` kept).
+
+        The images' memory is released before the estimate starts (it needs only the faces' numbers).
+        """
+        summariser = self.summariser()
+        analysed = await self.analyze_request(request, annotate, rule)
+        records = [entry.model_dump(exclude_none=True) for entry in analysed.results]
+        summary = await summariser.summarise(records, bands, interval)
+        return SummaryResponse(summary=summary, results=analysed.results)
+
+    async def results_summary(self, request: Request, bands: AgeBands, interval: float) -> SummaryResultsResponse:
+        """The body of ``POST /v1/summary/results``: read the JSON (bounded like an upload), validate, summarise."""
+        settings = self.settings
+        summariser = self.summariser()
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send the results as application/json")
+        check_content_length(request.headers.get("content-length"), settings.max_upload_bytes)
+        # Parsed JSON takes a few times its text: 4 × the bytes received stay reserved.
+        async with self.reservation() as held:
+            body = await self.receive(request, read_body(request.stream(), settings.max_upload_bytes,
+                                                         self.body_reserver(held, factor=4)))
+            try:
+                parsed = SummaryRequest.model_validate_json(body)
+            except ValidationError as exc:
+                raise ApiError(422, "invalid_request", validation_message(exc.errors())) from None
+            del body
+            records = [entry.model_dump(exclude_none=True) for entry in parsed.results]
+            return SummaryResultsResponse(summary=await summariser.summarise(records, bands, interval))
 
 
 def _queue_full(exc: QueueFullError) -> ApiError:
@@ -416,6 +516,7 @@ def _lifespan(service: _Service, analyzer: Analyzer | None) -> Any:
         loaded = analyzer if analyzer is not None else await run_in_threadpool(load_analyzer, settings)
         await run_in_threadpool(loaded.warm_up)  # a no-op when loaded; a given analyzer may be cold
         runtime.analyzer = loaded
+        runtime.summariser = Summariser(await run_in_threadpool(calibration_for, loaded))
         runtime.batcher = MicroBatcher(
             loaded.analyze_batch,
             batch_size=settings.batch_size,
@@ -424,9 +525,15 @@ def _lifespan(service: _Service, analyzer: Analyzer | None) -> Any:
             threads=settings.inference_threads,
         )
         await runtime.batcher.start()
+        runtime.budget.start()  # the process's size with the models loaded: its memory beyond counts
+        log.info("memory baseline %.0f MiB; budget %.0f MiB beyond it", runtime.budget.baseline / 2**20,
+                 runtime.budget.capacity / 2**20)
+        guard = ConnectionGuard(settings.max_connections, settings.max_client_connections, settings.header_timeout,
+                                settings.max_header_bytes)
         try:
-            yield {HEADER_TIMEOUT_STATE: settings.header_timeout}  # read by the connection protocol
+            yield {GUARD_STATE: guard}  # read by the connection protocol
         finally:
+            log.info("connections at shutdown: %s", guard.snapshot())
             await runtime.batcher.stop()
 
     return lifespan
@@ -453,9 +560,12 @@ def _api_router(service: _Service) -> APIRouter:
         annotate: bool = Query(
             False, description="Also return each image with boxes and labels, as a downscaled base64 JPEG."
         ),
+        min_face: int = MIN_FACE_QUERY,
+        min_score: float = MIN_SCORE_QUERY,
     ) -> AnalyzeResponse:
-        """Analyse one or more images sent as multipart/form-data in the field `file`."""
-        return await service.analyze_request(request, annotate)
+        """Analyse one or more images sent as multipart/form-data in the field `file`. With `min_face` or
+        `min_score`, the faces they leave out are not in the answer; each image's `filtered` counts them."""
+        return await service.analyze_request(request, annotate, face_filter(min_face, min_score))
 
     @api.get("/model", response_model=ModelInfo, tags=["model"])
     async def model() -> ModelInfo:
@@ -465,7 +575,55 @@ def _api_router(service: _Service) -> APIRouter:
         return ModelInfo.model_validate(service.runtime.analyzer.manifest)
 
     api.include_router(models_router(settings.model))  # GET /v1/models
+    _add_summary_routes(api, service)
     return api
+
+
+_SUMMARY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ANALYZE_RESPONSES,
+    422: {"model": ErrorResponse, "description": "Invalid request, bands or image; more faces than a summary may "
+          "count (too_many_faces)."},
+    503: {"model": ErrorResponse, "description": "Too many queued images, the server's image memory is in use, or "
+          "other summaries are being estimated; see Retry-After."},
+}
+_RESULTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "Body over the upload size limit."},
+    415: {"model": ErrorResponse, "description": "Not application/json."},
+    422: _SUMMARY_RESPONSES[422],
+    503: {"model": ErrorResponse, "description": "Memory or the summary worker is busy; see Retry-After."},
+}
+
+
+def _add_summary_routes(api: APIRouter, service: _Service) -> None:
+    """``POST /v1/summary`` (images) and ``POST /v1/summary/results`` (results a client already has)."""
+
+    @api.post("/summary", tags=["population"], response_model=SummaryResponse, response_model_exclude_unset=True,
+              openapi_extra={"requestBody": _analyze_body(service.settings.max_files)},
+              responses=_SUMMARY_RESPONSES)
+    async def summary(
+        request: Request,
+        bands: str | None = BANDS_QUERY,
+        interval: float = INTERVAL_QUERY,
+        annotate: bool = Query(False, description="As for /v1/analyze."),
+        min_face: int = MIN_FACE_QUERY,
+        min_score: float = MIN_SCORE_QUERY,
+    ) -> SummaryResponse:
+        """Analyse images as `/v1/analyze` does and estimate the make-up of the people in them: the share of
+        each age band, gender and band x gender with intervals (`summarize`'s summary.json). Unreadable files
+        are counted in `summary.errors`; when none could be read the answer is the first one's error. Only
+        the faces `min_face` and `min_score` keep are in the results and counted."""
+        rule = face_filter(min_face, min_score)
+        return await service.summary_request(request, parse_bands(bands), interval, annotate, rule)
+
+    @api.post("/summary/results", tags=["population"], response_model=SummaryResultsResponse,
+              openapi_extra={"requestBody": _results_body()}, responses=_RESULTS_RESPONSES)
+    async def summary_of_results(
+        request: Request, bands: str | None = BANDS_QUERY, interval: float = INTERVAL_QUERY
+    ) -> SummaryResultsResponse:
+        """The summary of results you already have: `{"results": [...]}` with the entries `/v1/analyze`
+        answered (from any number of requests; each face needs its `age_distribution`, images with `error`
+        are counted as unreadable). Bands can change without sending the images again."""
+        return await service.results_summary(request, parse_bands(bands), interval)
 
 
 def _add_page_and_health(app: FastAPI, service: _Service) -> None:
@@ -488,7 +646,8 @@ def _add_page_and_health(app: FastAPI, service: _Service) -> None:
 def create_app(settings: ServerSettings | None = None, *, analyzer: Analyzer | None = None) -> FastAPI:
     """Build the app; the analyzer is loaded at startup unless one is given (tests share one)."""
     settings = settings or ServerSettings()
-    service = _Service(settings, _Runtime(budget=MemoryBudget(settings.server_memory_bytes)))
+    budget = MemoryBudget(settings.server_memory_bytes, resident=rss_bytes, reclaim=trim)
+    service = _Service(settings, _Runtime(budget=budget))
     # FastAPIOffline serves Swagger UI and ReDoc from the installed package (/static-offline-docs),
     # not a CDN, so /docs and /redoc work without internet; no validator badge (it calls swagger.io).
     app = FastAPIOffline(

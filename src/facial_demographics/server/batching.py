@@ -152,6 +152,7 @@ class MicroBatcher:
                 self._slots.release()
                 continue
             task = asyncio.create_task(self._execute(batch))
+            del batch  # else the last batch's images stay alive here until the next one (issue 34)
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -68,14 +69,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, ErrorDetail(code=code, message=message), exc.headers)
 
 
+def validation_message(errors: Sequence[Any]) -> str:
+    """The first five problems of a pydantic or FastAPI validation, as ``where: what; ...``."""
+    problems = []
+    for err in errors[:5]:
+        where = ".".join(str(part) for part in err.get("loc", ()))
+        what = err.get("msg", "invalid")
+        problems.append(f"{where}: {what}" if where else what)
+    return "; ".join(problems) or "invalid request"
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(part) for part in err.get("loc", ()))
-        problems.append(f"{where}: {err.get('msg', 'invalid')}")
-    detail = ErrorDetail(code="invalid_request", message="; ".join(problems) or "invalid request")
-    return error_response(422, detail)
+    return error_response(422, ErrorDetail(code="invalid_request", message=validation_message(exc.errors())))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,13 @@ class ErrorResponse(BaseModel):
     )
 
 
+class AgeDistributionOut(BaseModel):
+    """A face's calibrated age distribution over whole years, trimmed where it is below 1e-4."""
+
+    start: int = Field(ge=0, le=100, description="The age in years of the first probability in p.")
+    p: list[float] = Field(description="Probability of each year from start on (start, start + 1, ...).")
+
+
 class FaceOut(BaseModel):
     box: list[float] = Field(
         description="x1, y1, x2, y2 in original image pixels.", min_length=4, max_length=4
@@ -33,6 +40,10 @@ class FaceOut(BaseModel):
     age_group: str
     gender: str
     gender_probability: float = Field(description="Probability of the predicted gender.")
+    age_distribution: AgeDistributionOut | None = Field(
+        default=None, description="The per-year age distribution population summaries read (absent for a model "
+        "whose age head gives no distribution)."
+    )
 
 
 class ImageOut(BaseModel):
@@ -44,6 +55,10 @@ class ImageOut(BaseModel):
     faces: list[FaceOut]
     error: str | None = Field(description="Why this image could not be analysed; null when it was.")
     error_code: str | None = Field(default=None, description="Machine-readable reason; only on failure.")
+    filtered: int | None = Field(
+        default=None, ge=0, description="Faces found but left out of `faces` by min_face or min_score; only when "
+        "one of them was given, and the image was analysed.",
+    )
     annotated_jpeg: str | None = Field(
         default=None,
         description="Base64 JPEG with boxes and labels drawn, downscaled to the server's annotate size "
@@ -71,3 +86,89 @@ class ModelInfo(BaseModel):
 
     name: str | None = None
     version: str | None = None
+
+
+# -- population summaries (/v1/summary) -----------------------------------------------------------------------
+class AgeShareOut(BaseModel):
+    band: str = Field(description="Age band, e.g. '13-17' or '65+'.")
+    share: float = Field(description="Estimated share of the faces in this band (0-1).")
+    low: float = Field(description="Low end of the interval of the share.")
+    high: float = Field(description="High end of the interval of the share.")
+    count: float = Field(description="share x faces: the estimated number of faces.")
+
+
+class GenderShareOut(BaseModel):
+    gender: Literal["female", "male"]
+    share: float
+    low: float
+    high: float
+    count: float
+
+
+class AgeGenderShareOut(BaseModel):
+    band: str
+    gender: Literal["female", "male"]
+    share: float = Field(description="Share of all faces that are in this band and of this gender.")
+    low: float
+    high: float
+    count: float
+
+
+class SummaryOut(BaseModel):
+    """``PopulationSummary.to_dict()``: the same contract as ``summarize``'s summary.json."""
+
+    faces: int = Field(description="Faces the summary counts.")
+    people: int | None = Field(description="Null here: each face counts as one unit.")
+    interval: float = Field(description="Central probability of every low-high interval.")
+    method: str = Field(description="The estimator, e.g. 'em', or 'sum (no population calibration ...)'.")
+    bands: list[str]
+    age: list[AgeShareOut] = Field(description="One row per band, youngest first.")
+    gender: list[GenderShareOut] = Field(description="Female, male; empty when the model has no gender head.")
+    age_gender: list[AgeGenderShareOut] = Field(description="Each band's female and male cells.")
+    images: int = Field(description="Images summarised, unreadable ones included.")
+    errors: int = Field(description="Images that could not be read or analysed (counted, their faces unknown).")
+    no_face: int = Field(description="Readable images in which no face was found.")
+
+
+class SummaryResponse(BaseModel):
+    summary: SummaryOut
+    results: list[ImageOut] = Field(description="One entry per uploaded file, in upload order (as /v1/analyze).")
+
+
+class SummaryResultsResponse(BaseModel):
+    summary: SummaryOut
+
+
+class AgeDistributionIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    start: int = Field(ge=0, le=100)
+    p: list[Annotated[float, Field(ge=0)]] = Field(min_length=1, max_length=101)
+
+
+class SummaryFaceIn(BaseModel):
+    """The parts of a face a summary reads; a face from /v1/analyze fits as it is (other keys are ignored)."""
+
+    model_config = ConfigDict(strict=True)
+
+    age_distribution: AgeDistributionIn
+    gender: Literal["female", "male"] | None = None
+    gender_probability: float | None = Field(default=None, ge=0, le=1)
+
+
+class SummaryImageIn(BaseModel):
+    """One image's result, as /v1/analyze answers it (other keys are ignored)."""
+
+    model_config = ConfigDict(strict=True)
+
+    path: str | None = None
+    faces: list[SummaryFaceIn] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="Set for an image that could not be analysed.")
+
+
+class SummaryRequest(BaseModel):
+    """Results to summarise: what /v1/analyze answered, for any number of requests."""
+
+    model_config = ConfigDict(strict=True)
+
+    results: list[SummaryImageIn] = Field(min_length=1)

@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from .app import create_app, load_analyzer
-from .protocol import HeaderTimeoutH11Protocol
+from .memory import tune_allocator
+from .protocol import REFUSED_SLACK, GuardedH11Protocol
 from .settings import SETTINGS_ENV, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,15 @@ def is_loopback(host: str) -> bool:
 
 
 def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
-    """uvicorn settings against slow and idle clients, from ``ServerSettings`` (the one source)."""
+    """uvicorn settings against slow and idle clients, from ``ServerSettings`` (the one source).
+
+    uvicorn's ``limit_concurrency`` stays off: it counts connections, so slow ones blocked everyone; the
+    protocol's guard caps connections per address and in all instead (protocol.py).
+    """
     return {
-        "http": HeaderTimeoutH11Protocol,  # header timeout: see protocol.py
+        "http": GuardedH11Protocol,
         "timeout_keep_alive": settings.timeout_keep_alive,
-        "limit_concurrency": settings.limit_concurrency,
+        "limit_concurrency": None,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
         "server_header": False,
         "proxy_headers": False,
@@ -54,6 +59,8 @@ def serve_command(settings: ServerSettings, log_level: str = "info") -> None:
     """
     import uvicorn
 
+    tune_allocator()
+    raise_open_files(settings.max_connections + REFUSED_SLACK + 256)
     if not is_loopback(settings.host) and settings.api_key is None:
         log.warning("listening on %s without an API key: anyone who can reach this port can use it",
                     settings.host)
@@ -83,7 +90,27 @@ def app_from_env() -> FastAPI:
     text = os.environ.get(SETTINGS_ENV)
     if not text:
         raise RuntimeError(f"${SETTINGS_ENV} is not set; start the server with `facial-demographics serve`")
+    tune_allocator()
     return create_app(ServerSettings.from_json(text))
+
+
+def raise_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards ``wanted`` (up to the hard limit), so that the connection
+    caps, not the file limit, decide; warn when the hard limit is lower."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+    if target < wanted:
+        log.warning("open files are limited to %d: lower --max-connections below that (or raise `ulimit -n`)",
+                    target)
 
 
 @contextmanager

@@ -57,24 +57,28 @@ class ServerSettings:
     batch_size: int = _setting(16, "Images per model batch across requests.")
     batch_wait_ms: float = _setting(5.0, "Milliseconds the first queued image waits for company.")
     inference_threads: int = _setting(1, "Concurrent model batches.")
-    # Memory: uploads and decoded pixels are reserved against these before they are read or decoded
-    # (see budget.py; imaging.ImageHeader.decode_bytes estimates a picture's peak). The request limit
-    # admits one image at max_pixels (50 MP of 8-bit RGB peak at ~700 MB); the server total keeps a
-    # 2-core, few-GB machine under ~1.5 GB with the models loaded (~0.5 GB).
+    # Memory: uploads are reserved against these as their bytes arrive, decoded pixels before decoding
+    # (see budget.py; imaging.ImageHeader.decode_bytes estimates a picture's peak). The server total is
+    # what the process may hold beyond its size with the models loaded (~0.2 GB): peak RSS stays under
+    # about baseline + server_memory (memory.py gives freed memory back). The request limit admits one
+    # image at max_pixels (50 MP of 8-bit RGB peak at ~700 MB).
     request_memory_bytes: int = _setting(768 * _MB, "Memory one request's upload and decoded images may use, "
                                          "in MB (more: 413).", cli="request_memory_mb", scale=_MB)
-    server_memory_bytes: int = _setting(1024 * _MB, "Memory all requests' uploads and decoded images may use "
-                                        "together, in MB (full: wait, then 503).", cli="server_memory_mb",
-                                        scale=_MB)
+    server_memory_bytes: int = _setting(1024 * _MB, "Memory the server may use beyond its size with the model "
+                                        "loaded, for all requests' uploads and decoded images, in MB (full: wait, "
+                                        "then 503).", cli="server_memory_mb", scale=_MB)
     memory_wait: float = _setting(5.0, "Seconds a request may wait for memory before 503 + Retry-After.")
     annotate_max_side: int = _setting(1280, "Annotated images in responses are downscaled to this side.")
     max_annotated_bytes: int = _setting(8 * _MB, "Annotated images per response, in MB; more are left out "
                                         "with a note.", cli="max_annotated_mb", scale=_MB)
-    # Slow or idle clients (uvicorn/h11): see serve.py.
+    # Slow, idle and greedy clients: see protocol.py.
     header_timeout: float = _setting(10.0, "Seconds a client has to send complete request headers.")
     timeout_keep_alive: float = _setting(5.0, "Seconds an idle keep-alive connection is kept.")
-    limit_concurrency: int = _setting(128, "Connections before uvicorn answers 503.")
-    max_header_bytes: int = _setting(16 * 1024, "Largest request line plus headers, in bytes.")
+    max_connections: int = _setting(1024, "Open connections in all; at the cap a new one replaces the "
+                                    "longest idle or stalled one (none: 503).")
+    max_client_connections: int = _setting(128, "Open connections from one client address (as max_connections, "
+                                           "per address; behind a proxy, all come from the proxy's).")
+    max_header_bytes: int = _setting(16 * 1024, "Largest request line plus headers, in bytes (more: 431).")
 
     def __post_init__(self) -> None:
         positive = (
@@ -89,7 +93,8 @@ class ServerSettings:
             "server_memory_bytes",
             "annotate_max_side",
             "max_annotated_bytes",
-            "limit_concurrency",
+            "max_connections",
+            "max_client_connections",
             "max_header_bytes",
         )
         for name in positive + ("inference_threads",):

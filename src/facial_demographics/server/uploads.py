@@ -8,7 +8,7 @@ streaming parser ourselves.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from python_multipart import MultipartParser
@@ -20,6 +20,9 @@ from .errors import ApiError
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_FIELDS = 16
 _MAX_FIELD_BYTES = 1024
+
+#: Called with the bytes received so far before they are kept (the memory budget reserves them).
+OnBytes = Callable[[int], Awaitable[None]]
 
 
 @dataclass
@@ -137,8 +140,12 @@ async def read_multipart(
     max_bytes: int,
     max_files: int,
     file_field: str = "file",
+    on_bytes: OnBytes | None = None,
 ) -> Form:
-    """Parse a multipart/form-data body from ``stream`` into memory; ``ApiError`` on anything wrong."""
+    """Parse a multipart/form-data body from ``stream`` into memory; ``ApiError`` on anything wrong.
+
+    ``on_bytes`` is awaited with the total received before each chunk is parsed (it may wait, or raise).
+    """
     mime, params = parse_options_header(content_type or "")
     if mime != b"multipart/form-data":
         raise ApiError(
@@ -166,6 +173,8 @@ async def read_multipart(
             received += len(chunk)
             if received > max_bytes:
                 raise _too_large(max_bytes)
+            if on_bytes is not None:
+                await on_bytes(received)
             parser.write(chunk)
         parser.finalize()
     except FormParserError as exc:
@@ -173,3 +182,17 @@ async def read_multipart(
     if parser.state != MultipartState.END:
         raise ApiError(400, "invalid_multipart", "the multipart body ended early (no closing boundary)")
     return Form(files=collector.files, fields=collector.fields)
+
+
+async def read_body(stream: AsyncIterator[bytes], max_bytes: int, on_bytes: OnBytes | None = None) -> bytes:
+    """A whole (non-multipart) body into memory, cut off with 413 as soon as it passes ``max_bytes``;
+    ``on_bytes`` as for :func:`read_multipart`."""
+    chunks, size = [], 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        if on_bytes is not None:
+            await on_bytes(size)
+        chunks.append(chunk)
+    return b"".join(chunks)

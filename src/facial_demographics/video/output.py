@@ -1,25 +1,41 @@
-"""What ``facial-demographics video`` writes: ``annotated.mp4``, ``frames.jsonl`` and ``tracks.jsonl``.
+"""What ``facial-demographics video`` writes: ``annotated.mp4``, ``frames.jsonl``, ``tracks.jsonl`` as it
+goes, and the people at the end.
 
 Everything is streamed: each analysed frame's line is flushed when it is written, each track's line when
 the track ends, and the video is fragmented MP4 (H.264), which stays playable up to its last fragment
-even when the run is killed. ``close`` finishes all three on success, Ctrl-C and errors alike.
+even when the run is killed. ``close`` finishes all three on success, Ctrl-C and errors alike. Then
+:func:`write_people` writes the population summary over people (``summary.json``, ``summary.csv``,
+``pyramid.png``, ``report.html`` with dwell times and people over time) and ``people_over_time.csv``/``.png``.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
+import os
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from .people import PeopleOverTime, PersonSummary
 from .results import FrameResult, TrackSummary
 from .source import VideoError, VideoInfo
 from .tracking import draw_faces
 
+if TYPE_CHECKING:
+    from ..population import AgeBands
+    from .analyzer import VideoRun
+
 ANNOTATED, FRAMES, TRACKS = "annotated.mp4", "frames.jsonl", "tracks.jsonl"
+PEOPLE_CSV, PEOPLE_PNG = "people_over_time.csv", "people_over_time.png"
+#: What write_people adds (population.report writes the first four).
+PEOPLE_FILES = ("summary.json", "summary.csv", "pyramid.png", "report.html", PEOPLE_CSV, PEOPLE_PNG)
 #: Output timestamps in 1/90,000 s (MPEG's clock): fine enough to keep a variable frame rate exactly.
 _TIME_BASE = Fraction(1, 90_000)
 
@@ -105,12 +121,9 @@ def prepare_out_dir(out: Path) -> None:
     Raises:
         VideoError: ``out`` is a file or cannot be created.
     """
-    if out.exists() and not out.is_dir():
-        raise VideoError(f"{out}: --out needs a folder, and this is a file")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VideoError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    from ..output import make_folder
+
+    make_folder(out, "--out", VideoError)
 
 
 class VideoOutputs:
@@ -157,3 +170,85 @@ class VideoOutputs:
             self.tracks.close()
             if self.video is not None:
                 self.video.close()
+
+
+def _clock(seconds: float) -> str:
+    """``0:07.5``, ``12:03.0``: minutes and seconds of video."""
+    minutes, rest = divmod(max(seconds, 0.0), 60.0)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def dwell_table(people: Sequence[PersonSummary]) -> str:
+    """An HTML table: per person, when first and last seen, seconds in view, tracks and the answer."""
+    head = ("<tr><th>person</th><th>first seen</th><th>last seen</th><th>seconds in view</th><th>tracks</th>"
+            "<th>frames</th><th>age</th><th>gender</th></tr>")
+    rows = []
+    for p in people:
+        low, high = p.age_interval
+        gender = "–" if p.gender is None else f"{p.gender} {100 * (p.gender_probability or 0):.0f} %"
+        rows.append(f"<tr><td>#{p.person_id}</td><td>{_clock(p.first_time)}</td><td>{_clock(p.last_time)}</td>"
+                    f"<td>{p.seconds:.1f}</td><td>{html.escape(', '.join(f'#{t}' for t in p.tracks))}</td>"
+                    f"<td>{p.frames}</td><td>{p.age:.0f} ({low:.0f}–{high:.0f})</td>"
+                    f"<td>{html.escape(gender)}</td></tr>")
+    note = ("<p class=\"meta\">Seconds in view: from the first to the last sighting of each track, summed over "
+            "the person's tracks (gaps shorter than --lost-after inside a track count as in view). A person "
+            "has several tracks when they left and came back; the tracks are joined by face descriptor.</p>")
+    return f"<table>{head}{''.join(rows)}</table>{note}"
+
+
+def over_time_png(series: PeopleOverTime, title: str = "") -> bytes:
+    """People in view and people seen so far against time (matplotlib's Agg canvas, no display needed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 3.2))
+    fig.set_layout_engine("tight")
+    ax = fig.add_subplot()
+    ax.step(series.times, series.visible, where="post", label="in view", color="#4c78a8")
+    ax.step(series.times, series.cumulative, where="post", label="seen so far", color="#e45756", linestyle="--")
+    ax.set_xlabel("time in the video (s)")
+    ax.set_ylabel("people")
+    top = int(max(series.cumulative.max(initial=0), series.visible.max(initial=0)))
+    ax.set_yticks(range(0, top + 2, max(1, (top + 1) // 8)))
+    ax.set_ylim(0, top + 1)
+    ax.legend(loc="upper left", frameon=False)
+    if title:
+        ax.set_title(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # an interrupted write never leaves half a file
+
+
+def write_people(out: Path, run: VideoRun, bands: AgeBands | str | None = None,
+                 interval: float | None = None) -> list[Path]:
+    """The population summary over the run's people and the people-over-time series, into ``out``.
+
+    Args:
+        out: the output folder.
+        run: a finished (or interrupted and closed) run.
+        bands: age bands or their ``--bands`` text (default: the audience brackets).
+        interval: central probability of the summary's intervals (default 0.9).
+
+    Returns:
+        The paths written: ``summary.json``, ``summary.csv``, ``pyramid.png``, ``report.html``,
+        ``people_over_time.csv``, ``people_over_time.png``.
+    """
+    from ..population.report import write_summary
+
+    summary = run.summary(bands, interval=interval)
+    series = run.over_time()
+    png = over_time_png(series)
+    _atomic(out / PEOPLE_CSV, series.csv().encode())
+    _atomic(out / PEOPLE_PNG, png)
+    picture = (f'<img alt="people over time" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+               f'<p class="meta">Also in {PEOPLE_CSV} (one row per analysed frame) and {PEOPLE_PNG}.</p>')
+    sections = [("Time in view per person", dwell_table(run.people)), ("People over time", picture)]
+    if run.notes:
+        sections.append(("Notes", "".join(f"<p>{html.escape(n)}</p>" for n in run.notes)))
+    written = write_summary(summary, out, f"People in {run.info.name}", sections)
+    return [*written, out / PEOPLE_CSV, out / PEOPLE_PNG]

@@ -28,10 +28,33 @@ class TrackedFace:
 
 
 @dataclass(frozen=True)
+class ReidMatch:
+    """How an ended track was compared with the earlier tracks (``video.reid``), for ``tracks.jsonl``.
+
+    ``nearest_track`` is the closest earlier track it could belong to (one that ended before it started,
+    of a person not seen meanwhile) and ``distance`` the Euclidean distance between the two tracks' mean
+    face descriptors; ``matched_track`` is that track when the distance is within the threshold (the
+    track then joins its person), else None. ``described`` counts the frames its descriptor came from.
+    """
+
+    matched_track: int | None
+    nearest_track: int | None
+    distance: float | None
+    described: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"matched_track": self.matched_track, "nearest_track": self.nearest_track,
+                "distance": None if self.distance is None else _r(self.distance, 4), "described": self.described}
+
+
+@dataclass(frozen=True)
 class TrackSummary:
     """One track's combined answer over the frames seen so far (final when the track has ended).
 
     ``frames`` counts the analysed frames in which the face was found; ``box`` is its latest box.
+    ``person_id`` (the ``track_id`` of the person's first track) and ``reid`` are set once the track has
+    ended and been compared with the earlier ones (``reid`` stays None when re-identification is off;
+    both stay None for a glimpse, a track without one usable face, see ``video.people``).
     """
 
     track_id: int
@@ -45,6 +68,8 @@ class TrackSummary:
     age_interval: tuple[float, float]
     gender: str | None
     gender_probability: float | None
+    person_id: int | None = None
+    reid: ReidMatch | None = None
 
     @property
     def age_group(self) -> str:
@@ -54,12 +79,14 @@ class TrackSummary:
         """A ``tracks.jsonl`` line: plain JSON types only."""
         return {
             "track_id": self.track_id,
+            "person_id": self.person_id,
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
             "first_time": _r(self.first_time, 3),
             "last_time": _r(self.last_time, 3),
             "frames": self.frames,
             **self._answer(),
+            "reid": None if self.reid is None else self.reid.to_dict(),
         }
 
     def _answer(self) -> dict[str, Any]:

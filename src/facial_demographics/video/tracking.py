@@ -167,11 +167,12 @@ class FaceTracker:
             return []
         aligned = [align(image, d, self.analyzer.alignment) for d in detections]
         pred = self.model.predict(np.stack([a.image for a in aligned]))
+        years = self.model.year_distributions([pred])  # each face's per-year distribution, as analyze gives
         height, width = image.shape[:2]
         out = []
         for k, a in enumerate(aligned):
             face = make_face(a, float(pred.age[k]), (float(pred.age_low[k]), float(pred.age_high[k])),
-                             float(pred.p_female[k]), width, height)
+                             float(pred.p_female[k]), width, height, None if years is None else years[k])
             out.append(Observation(
                 face, float(pred.p_female[k]),
                 None if pred.age_probs is None else pred.age_probs[k],
@@ -186,11 +187,15 @@ class FaceTracker:
             held = self._adopt(track_id)
             first_frame, first_time = (held[0][1], held[0][2]) if held else (frame, time)
             log = _Log(first_frame, first_time, frame, time, obs.face.box, TrackEvidence(self.model))
-            for earlier, _, _ in held:
-                log.evidence.add(earlier, quality(earlier.face, size))
+            for earlier, _, at in held:
+                log.evidence.add(earlier, quality(earlier.face, size), at)
             self.logs[track_id] = log
         log.last_frame, log.last_time, log.box = frame, time, obs.face.box
-        log.evidence.add(obs, quality(obs.face, size))
+        log.evidence.add(obs, quality(obs.face, size), time)
+
+    def evidence(self, track_id: int) -> TrackEvidence:
+        """Track ``track_id``'s evidence (its running sums), e.g. to combine with a person's other tracks."""
+        return self.logs[track_id].evidence
 
     def summary(self, track_id: int, final: bool = False) -> TrackSummary:
         """Track ``track_id``'s combined answer so far; ``final``: without the gender hysteresis."""

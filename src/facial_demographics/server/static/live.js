@@ -1,6 +1,8 @@
 // Live camera: send camera frames to /v1/live one at a time (the next one leaves when the answer to
 // the last has come back, so a slow server lowers the frame rate instead of building a queue), and draw
 // each tracked person's box with its combined age and gender over the video. Plain JS, no dependencies.
+// The session's tally of different people by age band and gender stays on the page after Stop (the final
+// one is fetched from the server, which keeps ended sessions' tallies for a while) and downloads as CSV/JSON.
 "use strict";
 
 (() => {
@@ -16,7 +18,11 @@
   const els = {
     button: $("live-button"), panel: $("live-panel"), video: $("live-video"), overlay: $("live-overlay"),
     stats: $("live-stats"), tracks: $("live-tracks"), stop: $("live-stop"), status: $("status"),
+    bands: $("bands-input"), tally: $("live-tally"), tallyNote: $("live-tally-note"), tallyRows: $("live-tally-rows"),
+    tallyCsv: $("live-tally-csv"), tallyJson: $("live-tally-json"),
   };
+  const TALLY_COLUMNS = ["band", "female", "male", "unknown", "total"];
+  const FINAL_TRIES = 20; // 5 s for the frame in work at Stop to finish
   if (!els.button || !navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== "function") return;
 
   const grab = document.createElement("canvas");
@@ -25,6 +31,7 @@
   let running = false;
   let startedAt = 0;
   let answered = []; // times (ms) of recent answers, for the frame rate
+  let tally = null; // the latest tally of the current (or last) session
 
   function headers(extra) {
     const key = sessionStorage.getItem(KEY_STORAGE) || "";
@@ -42,7 +49,9 @@
   }
 
   async function openSession() {
-    const resp = await fetch("v1/live/sessions", { method: "POST", headers: headers() });
+    const bands = els.bands ? els.bands.value.trim() : "";
+    const query = bands ? `?${new URLSearchParams({ bands })}` : "";
+    const resp = await fetch(`v1/live/sessions${query}`, { method: "POST", headers: headers() });
     if (!resp.ok) throw new Error(await errorText(resp));
     session = (await resp.json()).session;
   }
@@ -135,6 +144,63 @@
     els.panel.dataset.frames = String(Number(els.panel.dataset.frames || 0) + 1);
   }
 
+  // ---- the tally of different people seen ---------------------------------------------------------
+  function showTally(next, final) {
+    tally = next;
+    els.tally.hidden = false;
+    els.tallyRows.textContent = "";
+    const rows = [...next.rows, { band: "All", female: next.female, male: next.male, unknown: next.unknown,
+      total: next.people }];
+    rows.forEach((r) => {
+      const row = document.createElement("tr");
+      TALLY_COLUMNS.forEach((c) => {
+        const cell = document.createElement(r.band === "All" && c === "band" ? "th" : "td");
+        cell.textContent = String(r[c]);
+        row.append(cell);
+      });
+      els.tallyRows.append(row);
+    });
+    const n = next.people;
+    const who = `${n} different ${n === 1 ? "person" : "people"} seen`;
+    const how = next.counted_by === "person" ? "re-identified people count once" : "each tracked person counts once";
+    const off = next.reid === false && next.note ? ` ${next.note}.` : ""; // why re-identification is off
+    els.tallyNote.textContent = (final ? `Final tally: ${who} (${how}).`
+      : `${who}, ${next.open} in view (${how}; bands and genders of people in view may still change).`) + off;
+    els.tally.dataset.people = String(n);
+    els.tally.dataset.final = String(Boolean(final));
+  }
+
+  // After Stop: close the session, then fetch its final tally (open tracks' final answers included). A frame
+  // still in work when the session closed finalises it when done: ask again until the tally says it ended.
+  async function finalTally(key) {
+    try {
+      await fetch(`v1/live/sessions/${key}`, { method: "DELETE", headers: headers() });
+      for (let attempt = 0; attempt < FINAL_TRIES; attempt += 1) {
+        const resp = await fetch(`v1/live/sessions/${key}/tally`, { headers: headers() });
+        if (!resp.ok) break;
+        const last = await resp.json();
+        if (last.ended || attempt === FINAL_TRIES - 1) {
+          showTally(last, true);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    } catch (err) {
+      console.error(err);
+    }
+    if (tally) showTally(tally, true); // the last tally the frames brought
+  }
+
+  els.tallyCsv.addEventListener("click", () => {
+    if (!tally) return;
+    const rows = [...tally.rows, { band: "all", female: tally.female, male: tally.male, unknown: tally.unknown,
+      total: tally.people }];
+    window.fdFiles.downloadCsv("live-tally.csv", TALLY_COLUMNS, rows);
+  });
+  els.tallyJson.addEventListener("click", () => {
+    if (tally) window.fdFiles.downloadJson("live-tally.json", tally);
+  });
+
   function grabFrame() {
     const { videoWidth: w, videoHeight: h } = els.video;
     if (!w || !h) return Promise.resolve(null);
@@ -176,12 +242,13 @@
       draw(result);
       fillTable(result);
       showRate(result);
+      showTally(result.tally, false);
     }
   }
 
   function stop(message) {
     running = false;
-    if (session) fetch(`v1/live/sessions/${session}`, { method: "DELETE", headers: headers() }).catch(() => {});
+    if (session) finalTally(session);
     session = null;
     if (stream) stream.getTracks().forEach((track) => track.stop());
     stream = null;
