@@ -20,6 +20,7 @@ import numpy as np
 
 from .alignment import AlignmentConfig
 from .errors import UserError
+from .labels import MAX_AGE
 
 FORMAT_VERSION = 1
 AGE_HEAD_TYPES = ("distribution", "buckets", "regression")
@@ -188,7 +189,7 @@ class AgeHead:
         high = _quantiles_from_cdf(cdf, grid, 1.0 - tail)
         return age, np.maximum(low, 0.0), high
 
-    def year_distribution(self, probs: np.ndarray, max_age: int = 100) -> np.ndarray:
+    def year_distribution(self, probs: np.ndarray, max_age: int = MAX_AGE) -> np.ndarray:
         """(N, K) distributions over this head's bins as (N, max_age + 1) distributions over whole years,
         the form population summaries read: a ``distribution`` head's value splits linearly between its two
         neighbouring years; a bucket spreads evenly over its years (ages past ``max_age`` count as it).

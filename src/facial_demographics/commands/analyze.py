@@ -180,7 +180,7 @@ def analyze(
             from .summarize import summarize_results
 
             with user_errors():
-                summarize_results(collected, summary, model, bands, interval,
+                summarize_results(collected, summary, analyzer.model.bundle, bands, interval,
                                   title=f"Population summary of {run.done} analysed images", unique=unique)
     err.print(f"analysed {run.summary(len(inputs.skipped))}", highlight=False)
     if run.unreadable:

@@ -12,6 +12,7 @@ from rich.table import Table
 from ._common import BandsOption, IntervalOption, ModelOption, err, need_extra, user_errors
 
 if TYPE_CHECKING:
+    from ..model import ModelBundle
     from ..population import PopulationSummary
     from ..population.records import ResultSet
 
@@ -42,20 +43,20 @@ def summary_table(summary: PopulationSummary) -> Table:
     return table
 
 
-def summarize_results(results: ResultSet, out: Path, model: str | None, bands: str | None,
+def summarize_results(results: ResultSet, out: Path, bundle: ModelBundle, bands: str | None,
                       interval: float, title: str, unique: bool = False) -> PopulationSummary:
-    """Estimate from what was read, write the four files to ``out`` and print the table and counts.
+    """Estimate from what was read with ``bundle``'s population calibration, write the four files to ``out``
+    and print the table and counts.
 
     Raises:
-        UserError: bad bands, an unusable model, or ``out`` cannot be written.
+        UserError: bad bands, or ``out`` cannot be written.
     """
-    from ..model import ModelBundle
     from ..population import AgeBands
     from ..population.records import calibration_of, estimate_results
     from ..population.report import write_summary
 
     parsed = AgeBands.parse(bands)
-    summary = estimate_results(results, parsed, calibration_of(ModelBundle.load(model)), interval, unique=unique)
+    summary = estimate_results(results, parsed, calibration_of(bundle), interval, unique=unique)
     try:
         paths = write_summary(summary, out, title)
     except OSError as exc:
@@ -92,10 +93,10 @@ def summarize(
     skipped; images that could not be read or hold no face are counted in the summary.
     """
     need_extra("data")
+    from ..model import ModelBundle
     from ..population.records import read_results
 
     with user_errors():
         found = read_results(results)
-        summarize_results(found, out, model, bands, interval, title=f"Population summary of {len(results)} "
-                                                                       f"file{'s' * (len(results) != 1)}",
-                          unique=unique)
+        title = f"Population summary of {len(results)} file{'s' * (len(results) != 1)}"
+        summarize_results(found, out, ModelBundle.load(model), bands, interval, title, unique=unique)

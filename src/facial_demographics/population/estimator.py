@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +39,6 @@ from ..labels import GENDER_LABELS, MAX_AGE
 from .bands import AgeBands
 from .calibration import PopulationCalibration
 
-Method = Literal["em", "pacc", "sum", "count"]
 METHODS: tuple[str, ...] = ("em", "pacc", "sum", "count")
 DEFAULT_INTERVAL = 0.9
 DEFAULT_REPLICATES = 100
@@ -305,8 +304,9 @@ def _bootstrap(est: _Estimator, pi: np.ndarray, replicates: int, rng: np.random.
 
 def estimate(ev: Evidence, bands: AgeBands | None = None, *, method: str = "em",
              calibration: PopulationCalibration | None = None, interval: float = DEFAULT_INTERVAL,
-             replicates: int = DEFAULT_REPLICATES, people: int | None = None, seed: int = 0,
-             smoothing: float = DEFAULT_SMOOTHING, context: dict[str, Any] | None = None) -> PopulationSummary:
+             replicates: int = DEFAULT_REPLICATES, people: int | None = None, faces: int | None = None,
+             seed: int = 0, smoothing: float = DEFAULT_SMOOTHING,
+             context: dict[str, Any] | None = None) -> PopulationSummary:
     """Estimate the shares and counts of each age band, gender and band x gender cell.
 
     Args:
@@ -318,6 +318,7 @@ def estimate(ev: Evidence, bands: AgeBands | None = None, *, method: str = "em",
         interval: central probability of the intervals.
         replicates: bootstrap replicates (0: no interval, low = high = share).
         people: set when each row is a person (a video's tracks); counts are then people.
+        faces: the faces behind the rows, for ``summary.json``'s ``faces`` (default: one per row).
         seed: the bootstrap's random seed (the same input gives the same summary).
         smoothing: EMS smoothing along age, in years (Gaussian sigma).
         context: extra keys for ``summary.json`` (images, errors, ...).
@@ -349,7 +350,8 @@ def estimate(ev: Evidence, bands: AgeBands | None = None, *, method: str = "em",
     if test is not None:  # say whether the age mix was adjusted, and why
         context = {**(context or {}), "shift": {"statistic": round(test[0], 1), "threshold": round(test[1], 1),
                                                 "adjusted": test[2]}}
-    return _summary(pi, cells, ages, genders, bands, interval, label, len(ev), people, ev.has_gender, context)
+    return _summary(pi, cells, ages, genders, bands, interval, label, len(ev), people, ev.has_gender, context,
+                    faces)
 
 
 def _rows(point: np.ndarray, reps: Sequence[np.ndarray], interval: float, units: int) -> list[Share]:
@@ -366,7 +368,7 @@ def _rows(point: np.ndarray, reps: Sequence[np.ndarray], interval: float, units:
 
 def _summary(pi: np.ndarray, reps: list[np.ndarray], age_reps: list[np.ndarray], gender_reps: list[np.ndarray],
              bands: AgeBands, interval: float, method: str, n: int, people: int | None, has_gender: bool,
-             context: dict[str, Any] | None) -> PopulationSummary:
+             context: dict[str, Any] | None, faces: int | None = None) -> PopulationSummary:
     units = people if people is not None else n
     age = _rows(pi.sum(axis=0), age_reps, interval, units)
     if has_gender:
@@ -375,7 +377,8 @@ def _summary(pi: np.ndarray, reps: list[np.ndarray], age_reps: list[np.ndarray],
         age_gender = [cells[2 * b: 2 * b + 2] for b in range(len(bands))]
     else:
         gender, age_gender = [], []
-    return PopulationSummary(n, people, interval, method, bands, age, gender, age_gender, dict(context or {}))
+    return PopulationSummary(n if faces is None else faces, people, interval, method, bands, age, gender, age_gender,
+                             dict(context or {}))
 
 
 def _empty(bands: AgeBands, interval: float, method: str, people: int | None,

@@ -12,16 +12,15 @@ import numpy as np
 
 from ..errors import UserError
 from ..labels import MAX_AGE
-from ..types import decode_distribution, p_female
+from ..types import p_female
 from .bands import AgeBands
-from .calibration import PopulationCalibration
+from .calibration import N_AGES, PopulationCalibration
 from .estimator import DEFAULT_INTERVAL, Evidence, PopulationSummary, estimate
 from .identity import UNIQUE_THRESHOLD, DescriptorsMissingError, Grouping, group_faces, people_evidence
 
 if TYPE_CHECKING:
     from ..model import ModelBundle
 
-N_AGES = MAX_AGE + 1
 
 
 class RecordsError(UserError, ValueError):
@@ -32,19 +31,6 @@ def calibration_of(bundle: ModelBundle) -> PopulationCalibration | None:
     """The bundle's population calibration (manifest key ``population``), None when it has none."""
     doc = bundle.spec.source.get("population")
     return None if doc is None else PopulationCalibration.from_dict(doc)
-
-
-def face_evidence(face: Mapping[str, Any]) -> tuple[np.ndarray, float]:
-    """One face dict's per-year distribution and P(female) (NaN without a gender head).
-
-    Raises:
-        ValueError: the face has no ``age_distribution`` or a malformed one.
-    """
-    if "age_distribution" not in face:
-        raise ValueError(_NO_DISTRIBUTION)
-    probs = decode_distribution(face["age_distribution"], N_AGES)
-    pf = p_female(face.get("gender"), face.get("gender_probability"))
-    return probs, float("nan") if pf is None else float(pf)
 
 
 _NO_DISTRIBUTION = ("a face has no age_distribution (written by an older version, or by a model with a regression "
@@ -282,7 +268,5 @@ def estimate_results(found: ResultSet, bands: AgeBands, calibration: PopulationC
         grouping = found.grouping(UNIQUE_THRESHOLD)
         ev, people = people_evidence(ev, grouping), grouping.people
         context["unique"] = {"threshold": UNIQUE_THRESHOLD, "faces": len(found.probs), "people": people}
-    summary = estimate(ev, bands, calibration=calibration, interval=interval, seed=seed, people=people,
-                       context=context)
-    summary.faces = len(found.probs)
-    return summary
+    return estimate(ev, bands, calibration=calibration, interval=interval, seed=seed, people=people,
+                    faces=len(found.probs), context=context)

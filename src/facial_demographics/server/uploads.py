@@ -133,6 +133,19 @@ class _Collector:
             self.fields[name] = value.decode("utf-8", "replace")
 
 
+async def _capped(stream: AsyncIterator[bytes], max_bytes: int, on_bytes: OnBytes | None) -> AsyncIterator[bytes]:
+    """The chunks of ``stream``, cut off with 413 as soon as the total passes ``max_bytes``; ``on_bytes`` is
+    awaited with the total received before each chunk is passed on (it may wait, or raise)."""
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > max_bytes:
+            raise _too_large(max_bytes)
+        if on_bytes is not None:
+            await on_bytes(received)
+        yield chunk
+
+
 async def read_multipart(
     content_type: str | None,
     stream: AsyncIterator[bytes],
@@ -168,13 +181,7 @@ async def read_multipart(
                 "on_headers_finished": collector.on_headers_finished,
             },
         )
-        received = 0
-        async for chunk in stream:
-            received += len(chunk)
-            if received > max_bytes:
-                raise _too_large(max_bytes)
-            if on_bytes is not None:
-                await on_bytes(received)
+        async for chunk in _capped(stream, max_bytes, on_bytes):
             parser.write(chunk)
         parser.finalize()
     except FormParserError as exc:
@@ -187,12 +194,4 @@ async def read_multipart(
 async def read_body(stream: AsyncIterator[bytes], max_bytes: int, on_bytes: OnBytes | None = None) -> bytes:
     """A whole (non-multipart) body into memory, cut off with 413 as soon as it passes ``max_bytes``;
     ``on_bytes`` as for :func:`read_multipart`."""
-    chunks, size = [], 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        if on_bytes is not None:
-            await on_bytes(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in _capped(stream, max_bytes, on_bytes)])

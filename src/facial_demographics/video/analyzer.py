@@ -157,10 +157,9 @@ class VideoRun:
         extra = {"source": self.info.name, "majority_gender": gender_counts(people), "tracks": len(self.tracks),
                  "glimpses": len(self.grouping.glimpses), "face_detections": self.faces_found,
                  "frames_analysed": self.frames_analysed, "reid": reid, **(context or {})}
-        summary = summarize(people, calibration_of(self.settings.analyzer.model.bundle), bands, interval=interval,
-                            context=extra)
-        summary.faces = self.faces_found  # the contract's "faces" counts faces (detections); "people" the people
-        return summary
+        # The contract's "faces" counts faces (detections); "people" the people.
+        return summarize(people, calibration_of(self.settings.analyzer.model.bundle), bands, interval=interval,
+                         faces=self.faces_found, context=extra)
 
     def __enter__(self) -> VideoRun:
         return self

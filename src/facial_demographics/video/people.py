@@ -276,7 +276,8 @@ def people_over_time(people: Sequence[PersonSummary], tracks: Sequence[TrackSumm
 
 
 def summarize(people: Sequence[PersonSummary], calibration: Any = None, bands: AgeBands | None = None, *,
-              interval: float | None = None, context: dict[str, Any] | None = None) -> PopulationSummary:
+              interval: float | None = None, faces: int | None = None,
+              context: dict[str, Any] | None = None) -> PopulationSummary:
     """The population summary with one row per person (``people`` set in ``summary.json``).
 
     Args:
@@ -284,6 +285,7 @@ def summarize(people: Sequence[PersonSummary], calibration: Any = None, bands: A
         calibration: the bundle's ``PopulationCalibration`` (None: the estimator falls back to ``sum``).
         bands: age bands (default: the audience brackets).
         interval: central probability of the intervals (default: the estimator's).
+        faces: the face detections behind the people (``summary.json``'s ``faces``; default: one per person).
         context: extra keys for ``summary.json``.
 
     Raises:
@@ -295,4 +297,4 @@ def summarize(people: Sequence[PersonSummary], calibration: Any = None, bands: A
     p_female = np.array([math.nan if p.p_female is None else p.p_female for p in people], dtype=np.float64)
     return estimate(Evidence(probs, p_female), bands, calibration=calibration,
                     interval=DEFAULT_INTERVAL if interval is None else interval, people=len(people),
-                    context=context)
+                    faces=faces, context=context)
