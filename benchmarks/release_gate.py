@@ -6,7 +6,10 @@ Reads ``metrics.json`` files written by ``facial-demographics evaluate`` and pri
 - ``--candidate`` and ``--reference``: the new model and the shipped one on the **validation** split,
   the same images (``evaluate --split val --model NEW --compare fp32`` writes both). The release rule:
   lower MAE, higher gender accuracy, no race or gender group's MAE worse by more than 0.2 years.
-- ``--targets LABEL=metrics.json`` (repeatable): issue 15's targets, for **test**-split evaluations.
+- ``--targets LABEL=metrics.json`` (repeatable): issue 15's targets, for **test**-split evaluations;
+  with ``--v04-domain NAME`` issue 33's targets instead, in domain and on the ``domains`` entry NAME
+  (``evaluate --domain`` wrote it). When the metrics have ``domains``, the release rule is issue 33's:
+  no loss in domain, a gain out of domain.
 
 Exit status 0 when every release check passes (or none was asked for), 1 otherwise. Reproduce:
 
@@ -26,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from facial_demographics.evaluation.release import Check, release_checks, target_checks
+from facial_demographics.evaluation.release import V03_TARGETS, Check, release_checks, target_checks, v04_targets
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -67,6 +70,8 @@ def main() -> int:
     parser.add_argument("--reference", type=Path, help="shipped model's metrics.json, same images")
     parser.add_argument("--targets", type=_labelled, action="append", default=[],
                         help="LABEL=metrics.json of a test-split evaluation (repeatable)")
+    parser.add_argument("--v04-domain", metavar="NAME",
+                        help="check issue 33's targets, out of domain on the domains entry NAME (e.g. morph-dev)")
     parser.add_argument("--json", type=Path, help="also write every check here")
     args = parser.parse_args()
     if (args.candidate is None) != (args.reference is None):
@@ -82,11 +87,11 @@ def main() -> int:
         except ValueError as exc:
             raise SystemExit(f"{args.candidate} vs {args.reference}: {exc}") from None
         released = all(c.passed for c in checks)
-        print("\n".join(["## Release rule (validation split)", "", *check_table(checks, "candidate"), "",
+        print("\n".join(["## Release rule (validation splits)", "", *check_table(checks, "candidate"), "",
                          f"release: {'yes' if released else 'no'}", ""]))
         out["release"] = {"passed": released, "checks": [asdict(c) for c in checks]}
     for label, path in args.targets:
-        checks = target_checks(_read(path))
+        checks = target_checks(_read(path), v04_targets(args.v04_domain) if args.v04_domain else V03_TARGETS)
         met = sum(c.passed for c in checks)
         print("\n".join([f"## Targets: {label} ({met} of {len(checks)} met)", "",
                          *check_table(checks, label), ""]))

@@ -105,3 +105,19 @@ def test_an_age_head_over_0_to_120_exports_and_answers_above_100(tmp_path: Path)
     predictor = model_mod.AgeGenderModel(model_mod.ModelBundle.load(report.bundle))
     pred = predictor.predict(np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
     np.testing.assert_allclose(pred.age, 110.0, atol=0.5)
+
+
+def test_the_cli_names_the_bundle_and_calibrates_per_band(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from facial_demographics.cli import app
+
+    ckpt, cache = trained
+    out = tmp_path / "named"
+    result = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(out), "--cache", str(cache),
+                                      "--split", str(cache.parent / "split.csv"), "--name", "fp32"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["name"] == "fp32"  # not the config's name ("tiny")
+    assert "temperature(s)" in result.output and len(manifest["heads"]["age"]["temperatures"]) == 8
+    assert manifest["license"].startswith("Weights trained on UTKFace / MORPH / IMDB-WIKI")

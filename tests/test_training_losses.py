@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,3 +85,41 @@ def test_balanced_weights_follow_sklearn() -> None:
     assert labels.tolist() == [0, 0, 0, 1, -1]
     w = balanced_weights(labels, 5)
     assert w.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1), 0, 0, 0])
+
+
+def test_flip_consistency_is_zero_for_a_mirror_symmetric_answer_and_grows_with_asymmetry() -> None:
+    from facial_demographics.training.data import with_mirror
+    from facial_demographics.training.losses import flip_consistency
+
+    age = torch.randn(4, 101)
+    gender = torch.randn(4, 2)
+    assert flip_consistency(torch.cat([age, age]), torch.cat([gender, gender])).item() == pytest.approx(0.0, abs=1e-6)
+    shifted = torch.roll(age, 5, dims=1)
+    small = flip_consistency(torch.cat([age, age + 0.01 * torch.randn(4, 101)]), None)
+    large = flip_consistency(torch.cat([age, shifted]), None)
+    assert 0 < small.item() < large.item()
+    with pytest.raises(ValueError, match="odd batch"):
+        flip_consistency(torch.randn(3, 101), None)
+    x = torch.arange(2 * 3 * 2 * 4, dtype=torch.float32).reshape(2, 3, 2, 4)
+    labels = Labels(torch.tensor([30.0, float("nan")]), torch.tensor([1, -1]), torch.ones(2))
+    doubled, twice = with_mirror(x, labels)
+    assert doubled.shape[0] == 4 and torch.equal(doubled[2], x[0].flip(-1))
+    assert twice.gender.tolist() == [1, -1, 1, -1] and twice.teacher is None
+
+
+def test_a_flip_consistency_run_trains_and_regression_heads_are_refused(tmp_path: Path) -> None:
+    from facial_demographics.training.config import ConfigError, config_from_dict, load_config
+    from facial_demographics.training.loop import train
+
+    from tests_support import make_cache
+
+    cache, split = make_cache(tmp_path, n=24, size=32)
+    raw = load_config("tiny").to_dict()
+    raw["data"].update(cache=str(cache), split=str(split), input_size=32, limit_batches=2)
+    raw["train"].update(epochs=1, batch_size=8, tta_flip=False)
+    raw["loss"]["flip_consistency"] = 1.0
+    result = train(config_from_dict(raw), tmp_path / "run", progress=False, log=lambda _: None)
+    assert (tmp_path / "run" / "best.pt").is_file() and result is not None
+    raw["heads"]["age"] = "regression"
+    with pytest.raises(ConfigError, match="flip_consistency"):
+        config_from_dict(raw)

@@ -39,6 +39,9 @@ AGE_BAND_EDGES: tuple[int, ...] = (13, 20, 40, 60, 80)
 #: a 0-12 band would average 2-year-olds (near chance) with 11-year-olds (nearly adult accuracy).
 GENDER_AGE_BANDS: tuple[str, ...] = ("0-5", "6-12", "13-19", "20-39", "40-59", "60+")
 GENDER_AGE_BAND_EDGES: tuple[int, ...] = (6, 13, 20, 40, 60)
+#: Predicted-age bands with their own age-interval temperature (issue 33): ten-year steps through the
+#: adult years, where over-confidence grows with age, and wide bands where faces are few.
+INTERVAL_BAND_EDGES: tuple[int, ...] = (13, 20, 30, 40, 50, 60, 80)
 #: Population summaries (``facial_demographics.population``): the audience-measurement brackets are the
 #: default, the seed report's 25-year buckets a named preset. Each tuple is the first age of every band
 #: after the first; the last band is open ("65+"). ``Face.age_group`` keeps the report's buckets: it names

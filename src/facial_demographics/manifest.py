@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +88,10 @@ class AgeHead:
     ``distribution``: softmax over ``values`` (one bin per year); ``buckets``: softmax over the bins
     between ``edges`` (``values`` = bin centres unless given); ``regression``: one number, with the
     interval half-width from validation residuals (``residual_quantile``, keyed by interval level).
-    ``temperature`` sharpens or widens the distribution for the interval only.
+    ``temperature`` sharpens or widens the distribution for the interval only; ``temperatures`` (optional)
+    replace it with one per band of the *predicted* age split at ``temperature_edges``: a model is
+    over-confident about older faces and about faces unlike its training set, and under-confident about
+    children, which one temperature cannot fix at once (issue 33).
     """
 
     output: str
@@ -97,6 +100,8 @@ class AgeHead:
     edges: tuple[float, ...] | None = None
     temperature: float = 1.0
     residual_quantile: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    temperature_edges: tuple[float, ...] = ()
+    temperatures: tuple[float, ...] = ()
 
     @classmethod
     def parse(cls, manifest: Mapping[str, Any]) -> AgeHead:
@@ -111,9 +116,14 @@ class AgeHead:
             edges = _require(manifest, "heads.age.edges", list)
             if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
                 raise BundleError("manifest: heads.age.edges must be increasing")
+        t_edges = tuple(float(e) for e in head.get("temperature_edges", ()))
+        temps = tuple(float(t) for t in head.get("temperatures", ()))
+        if temps and (len(temps) != len(t_edges) + 1 or any(t <= 0 for t in temps)):
+            raise BundleError("manifest: heads.age.temperatures needs one positive value per band of "
+                              "heads.age.temperature_edges (one more than the edges)")
         return cls(output, kind, tuple(values) if values is not None else None,
                    tuple(edges) if edges is not None else None, float(head.get("temperature", 1.0)),
-                   dict(head.get("residual_quantile", {})))
+                   dict(head.get("residual_quantile", {})), t_edges, temps)
 
     def to_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"output": self.output, "type": self.type}
@@ -125,10 +135,21 @@ class AgeHead:
             doc["temperature"] = self.temperature
         if self.residual_quantile:
             doc["residual_quantile"] = dict(self.residual_quantile)
+        if self.temperatures:
+            doc["temperature_edges"] = list(self.temperature_edges)
+            doc["temperatures"] = list(self.temperatures)
         return doc
 
     def with_temperature(self, temperature: float) -> AgeHead:
-        return dataclasses.replace(self, temperature=float(temperature))
+        """This head with one interval temperature for every face (any per-band ones dropped)."""
+        return dataclasses.replace(self, temperature=float(temperature), temperature_edges=(), temperatures=())
+
+    def with_band_temperatures(self, edges: Sequence[float], temperatures: Sequence[float]) -> AgeHead:
+        """This head with one interval temperature per predicted-age band (``len(edges) + 1`` of them)."""
+        if len(temperatures) != len(edges) + 1:
+            raise ValueError(f"{len(temperatures)} temperatures for {len(edges) + 1} bands")
+        return dataclasses.replace(self, temperature_edges=tuple(float(e) for e in edges),
+                                   temperatures=tuple(float(t) for t in temperatures))
 
     def decode(self, logits: np.ndarray, interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Expected age and the central ``interval`` (e.g. 0.8) range, per row of the head's output.
@@ -157,7 +178,22 @@ class AgeHead:
         if self.type == "regression":
             raise ValueError("a regression age head has no distribution")
         probs = softmax(logits)
+        if self.temperatures:
+            band = np.searchsorted(self.temperature_edges, self._point(probs), side="right")
+            return probs, softmax(logits / np.asarray(self.temperatures)[band][:, None])
         return probs, (softmax(logits / self.temperature) if self.temperature != 1.0 else probs)
+
+    def _point(self, probs: np.ndarray) -> np.ndarray:
+        """The point age of (N, K) distributions: the expected value, or the likeliest bucket's value."""
+        if self.type == "distribution":
+            return probs @ np.asarray(self.values, dtype=np.float64)
+        grid = np.asarray(self.edges, dtype=np.float64)
+        centres = np.asarray(self.values if self.values is not None else (grid[:-1] + grid[1:]) / 2,
+                             dtype=np.float64)
+        # A bucket classifier answers with its most likely bucket (the seed report's accuracy is the
+        # argmax's), so its age group is the bucket it chose, as in training's validation; an expected
+        # value could fall in a bucket the model ranked second.
+        return centres[probs.argmax(axis=1)]
 
     def summarize(self, probs: np.ndarray, interval_probs: np.ndarray,
                   interval: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,19 +206,13 @@ class AgeHead:
         """
         if self.type == "distribution":
             values = np.asarray(self.values, dtype=np.float64)
-            age = probs @ values
             # Each bin is treated as a unit-wide interval around its value for a continuous CDF.
             grid = np.concatenate([[values[0] - 0.5], values + 0.5])
         elif self.type == "buckets":
             grid = np.asarray(self.edges, dtype=np.float64)
-            centres = np.asarray(self.values if self.values is not None else (grid[:-1] + grid[1:]) / 2,
-                                 dtype=np.float64)
-            # A bucket classifier answers with its most likely bucket (the seed report's accuracy is the
-            # argmax's), so its age group is the bucket it chose, as in training's validation; an expected
-            # value could fall in a bucket the model ranked second.
-            age = centres[probs.argmax(axis=1)]
         else:
             raise ValueError("a regression age head has no distribution")
+        age = self._point(probs)
         tail = (1.0 - interval) / 2.0
         cdf = np.concatenate([np.zeros((len(interval_probs), 1)), np.cumsum(interval_probs, axis=1)], axis=1)
         low = _quantiles_from_cdf(cdf, grid, tail)
@@ -342,8 +372,14 @@ class BundleSpec:
     def to_manifest(self) -> dict[str, Any]:
         """The manifest document (a fresh copy), with the heads' calibration as it is now."""
         doc = copy.deepcopy(dict(self.source))
+        age = doc["heads"]["age"]
         if self.age.temperature != AgeHead.parse(doc).temperature:
-            doc["heads"]["age"]["temperature"] = self.age.temperature
+            age["temperature"] = self.age.temperature
+        for key in ("temperature_edges", "temperatures"):
+            age.pop(key, None)
+        if self.age.temperatures:
+            age["temperature_edges"] = list(self.age.temperature_edges)
+            age["temperatures"] = list(self.age.temperatures)
         if self.gender is not None and self.gender != GenderHead.parse(doc):
             doc["heads"]["gender"] = self.gender.to_dict()
         return doc

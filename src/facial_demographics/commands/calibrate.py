@@ -38,6 +38,9 @@ def calibrate(
         "splits/utkface.csv)."))] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write a calibrated copy here instead.")] = None,
     interval: Annotated[bool, typer.Option(help="Refit the age-interval temperature.")] = True,
+    interval_bands: Annotated[bool, typer.Option(help=(
+        "One interval temperature per predicted-age band (else one for all faces); a cache of several "
+        "datasets weighs each the same."))] = True,
     gender: Annotated[bool, typer.Option(help="Refit the gender temperatures per predicted-age band.")] = True,
 ) -> None:
     """Fit the age interval (80 % coverage) and the gender probability per age band on validation faces, and
@@ -57,9 +60,12 @@ def calibrate(
             shutil.copytree(bundle, out)
             bundle = out
         if interval:
-            cal = calibrate_bundle(bundle, cache, split)
-            typer.echo(f"age interval: temperature {cal.temperature:g}, coverage {cal.coverage_before:.3f} -> "
-                       f"{cal.coverage_after:.3f} on {cal.faces} validation faces")
+            cal = calibrate_bundle(bundle, cache, split, by_band=interval_bands)
+            temps = (f"temperatures {', '.join(f'{t:g}' for t in cal.band_temperatures)} by predicted-age band"
+                     if cal.band_temperatures else f"temperature {cal.temperature:g}")
+            domains = ", ".join(f"{d or 'faces'} {v:.3f}" for d, v in cal.by_domain.items())
+            typer.echo(f"age interval: {temps}; coverage {cal.coverage_before:.3f} -> {cal.coverage_after:.3f} "
+                       f"on {cal.faces} validation faces ({domains})")
         if gender:
             err.print(_gender_table(calibrate_gender(bundle, cache, split)))
         typer.echo(f"wrote {bundle / 'manifest.json'}")

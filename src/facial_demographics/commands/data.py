@@ -18,13 +18,17 @@ from .examples import examples
 data_app = typer.Typer(help="Dataset tools: statistics, splits and the aligned-face cache.", no_args_is_help=True)
 DatasetArg = Annotated[Path, typer.Argument(help=(
     f"Your labelled photos: {LABELS_HELP} (or a folder holding it as labels.csv). Also a UTKFace folder or "
-    ".tar.gz, or an IMDB-WIKI .mat."))]
-FormatOption = Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table (default: detected)")]
+    ".tar.gz, a folder of MORPH mugshots (PPPPPP_NN{M|F}AA.JPG), or an IMDB-WIKI .mat."))]
+FormatOption = Annotated[str | None, typer.Option(
+    "--format", help="utkface | morph | imdbwiki | table (default: detected)")]
 
 
 @data_app.command("prepare", epilog=examples("data prepare"))
 def data_prepare(
-    dataset: DatasetArg,
+    datasets: Annotated[list[Path], typer.Argument(help=(
+        f"Your labelled photos: {LABELS_HELP} (or a folder holding it as labels.csv); also a UTKFace folder, "
+        "a MORPH folder or an IMDB-WIKI .mat. Several make one cache, e.g. UTKFace and MORPH to train on both "
+        "(record keys must differ between them)."))],
     size: Annotated[int, typer.Option("--size", min=16, help="Aligned face size in pixels.")] = 112,
     out: Annotated[Path | None, typer.Option("--out", help="Cache directory (default cache/<name>-<size>).")] = None,
     margin: Annotated[float, typer.Option("--margin", help="Alignment margin (see alignment).")] = 0.0,
@@ -40,23 +44,27 @@ def data_prepare(
     need_extra("data")
     from ..alignment import AlignmentConfig
     from ..datasets.cache import prepare_cache
-    from ..datasets.loader import load_dataset
+    from ..datasets.loader import load_datasets
 
     with user_errors():
-        read = load_dataset(dataset, fmt)
+        reads = load_datasets(datasets, fmt)
         cfg = AlignmentConfig(size=size, margin=margin, template=template)
-    for rej in read.rejected:
-        err.print(f"[yellow]rejected {rej.item}: {rej.reason}[/yellow]")
-    target = out or Path("cache") / f"{dataset.name.split('.')[0]}-{'' if align else 'raw'}{size}"
+    records = [r for read in reads for r in read.records]
+    for read in reads:
+        for rej in read.rejected:
+            err.print(f"[yellow]rejected {escape(read.source)}: {escape(rej.item)}: {escape(rej.reason)}[/yellow]")
+    name = "+".join(d.name.split(".")[0] for d in datasets)
+    target = out or Path("cache") / f"{name}-{'' if align else 'raw'}{size}"
     started = time.perf_counter()
-    with user_errors(), progress_bar("Aligning faces" if align else "Resizing crops", len(read.records)) as advance:
-        cache = prepare_cache(read.records, target, cfg, workers=workers, dataset=str(dataset), progress=advance,
-                              align=align)
+    with user_errors(), progress_bar("Aligning faces" if align else "Resizing crops", len(records)) as advance:
+        cache = prepare_cache(records, target, cfg, workers=workers, dataset=",".join(map(str, datasets)),
+                              progress=advance, align=align)
     counts = cache.meta["status_counts"]
     elapsed = time.perf_counter() - started
-    typer.echo(f"{dataset}: {read.seen} items seen = {len(read.records)} records + {len(read.rejected)} rejected")
+    for dataset, read in zip(datasets, reads, strict=True):
+        typer.echo(f"{dataset}: {read.seen} items seen = {len(read.records)} records + {len(read.rejected)} rejected")
     typer.echo(f"cache {target}: {len(cache.index)} faces " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    typer.echo(f"{elapsed:.0f} s, {len(read.records) / max(elapsed, 1e-9):.0f} images/s (resumed work not counted)")
+    typer.echo(f"{elapsed:.0f} s, {len(records) / max(elapsed, 1e-9):.0f} images/s (resumed work not counted)")
     for _, row in cache.index[cache.index["status"] == "unreadable"].iterrows():
         err.print(f"[yellow]unreadable {row['path']}: {row['error']}[/yellow]")
 

@@ -40,6 +40,14 @@ def _print_evaluation(run: EvaluationRun) -> None:
             err.print("  gender by age: " + ", ".join(
                 f"{b} {_fmt(v['gender_accuracy'], pct=True)} (ECE {_fmt(v['gender_ece'])})"
                 for b, v in bands.items() if v["n"]))
+    for d in run.domains:
+        err.print(f"[bold]Out of domain: {d.name}[/] ({d.format}): {d.selection}")
+        for ev, folder in zip(d.evaluations, d.folders, strict=True):
+            m = ev.metrics
+            recall = m.get("gender_recall") or {}
+            err.print(f"  {ev.label}: MAE {_fmt(m['mae'])}, bias {_fmt(m['bias'])}, interval coverage "
+                      f"{_fmt(m['interval_coverage'], pct=True)}, gender men {_fmt(recall.get('male'), pct=True)} "
+                      f"/ women {_fmt(recall.get('female'), pct=True)} → {folder}")
     err.print(f"Report: {run.report}")
 
 
@@ -57,7 +65,12 @@ def evaluate(
         "--compare", metavar="NAME|PATH",
         help="Another model (name or bundle) to evaluate on the same images (repeat for more).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded random sample of N images.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="utkface | imdbwiki | table")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="utkface | morph | imdbwiki | table")] = None,
+    domain: Annotated[list[Path] | None, typer.Option(
+        "--domain", metavar="DATASET",
+        help="Another dataset to measure the same models on, out of domain (whole photos, its own "
+             "splits/<format>.csv): e.g. a MORPH folder. Repeatable; in metrics.json under 'domains'.")] = None,
+    domain_split: Annotated[str, typer.Option("--domain-split", help="The --domain datasets' split.")] = "val",
     device: DeviceOption = Device.auto,
 ) -> None:
     """Evaluate a model on a labelled split: accuracy, fairness and trust, in a self-contained report."""
@@ -66,7 +79,8 @@ def evaluate(
 
     with user_errors():
         run = evaluate_dataset(dataset, model, split, split_file, cropped, out, limit, fmt, compare,
-                               device=device.value, progress=progress_bar)
+                               domains=domain or (), domain_split=domain_split, device=device.value,
+                               progress=progress_bar)
     _print_evaluation(run)
 
 

@@ -51,17 +51,22 @@ def _comparison_table(report: QuantizeReport) -> Table:
     return table
 
 
-def _export_checkpoint(ckpt: Path, out: Path, cache: Path | None, split: Path, calibrate: bool, opset: int) -> None:
-    from ..model import ModelBundle
+def _export_checkpoint(ckpt: Path, out: Path, cache: Path | None, split: Path, calibrate: bool, opset: int,
+                       name: str | None = None) -> None:
+    from ..model import ModelBundle, write_bundle
     from ..training.calibrate import calibrate_bundle, calibrate_gender
     from ..training.export import export_bundle
 
     report = export_bundle(ckpt, out, cache=cache, opset=opset)
+    if name is not None:  # the bundle's name is the config's unless the caller names it (e.g. "fp32")
+        exported = ModelBundle.load(report.bundle)
+        write_bundle(exported.root, exported.graph_path, {**exported.spec.to_manifest(), "name": name})
     typer.echo(f"exported {report.bundle} ({report.onnx_bytes / 1e6:.2f} MB); max |torch - onnxruntime| on "
                f"{report.faces} faces: {report.max_abs_diff:.2e}")
     if calibrate and cache is not None:
         cal = calibrate_bundle(report.bundle, cache, split)
-        typer.echo(f"age interval calibrated on {cal.faces} validation faces: temperature {cal.temperature:g}, "
+        temps = ", ".join(f"{t:g}" for t in cal.band_temperatures) or f"{cal.temperature:g}"
+        typer.echo(f"age interval calibrated on {cal.faces} validation faces: temperature(s) {temps}, "
                    f"coverage {cal.coverage_before:.3f} -> {cal.coverage_after:.3f}")
         if ModelBundle.load(report.bundle).spec.gender is not None:
             gender = calibrate_gender(report.bundle, cache, split)
@@ -110,7 +115,7 @@ def export(
             raise InvalidValueError(f"{source} is a bundle (or not a checkpoint file): give --quantize int8 and/or "
                                    "--no-tta to derive a bundle from it")
         if checkpoint and quantize is None and tta is None:
-            _export_checkpoint(Path(source), out, cache, split, calibrate, opset)
+            _export_checkpoint(Path(source), out, cache, split, calibrate, opset, name)
             return
         with tempfile.TemporaryDirectory(prefix="fd-export-") as tmp:
             bundle_ref = source

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-FORMATS = ("utkface", "imdbwiki", "table")
+FORMATS = ("utkface", "morph", "imdbwiki", "table")
 #: A folder of your own labelled photos names its labels in this table, in the folder itself.
 LABELS_FILE = "labels.csv"
 #: The accepted gender values (any case), as the table reader parses them: 0 = male, 1 = female.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from facial_demographics.datasets.errors import DataError, DataNotFoundError
 from facial_demographics.datasets.formats import FORMATS, LABELS_FILE, LABELS_HELP
 from facial_demographics.datasets.imdbwiki import read_imdbwiki
+from facial_demographics.datasets.morph import is_morph_name, read_morph
 from facial_demographics.datasets.records import ReadResult
 from facial_demographics.datasets.table import TABLE_SUFFIXES, read_table
 from facial_demographics.datasets.utkface import is_archive, is_utkface_name, read_utkface
@@ -20,6 +21,7 @@ _SNIFF = 200
 
 _READERS: dict[str, Callable[..., ReadResult]] = {
     "utkface": read_utkface,
+    "morph": read_morph,
     "imdbwiki": read_imdbwiki,
     "table": read_table,
 }
@@ -42,16 +44,17 @@ def _archive_names(path: Path) -> Iterable[str]:
 
 def _unknown_folder(path: Path) -> DataError:
     return DataError(f"{path}: no {LABELS_FILE} in this folder and no UTKFace-style names "
-                     f"(age_gender_race_datetime.jpg). For your own photos write {path / LABELS_FILE}: "
-                     f"{LABELS_HELP}. Or pass --format, one of {', '.join(FORMATS)}")
+                     f"(age_gender_race_datetime.jpg) or MORPH-style names (PPPPPP_NN{{M|F}}AA.JPG). "
+                     f"For your own photos write {path / LABELS_FILE}: {LABELS_HELP}. "
+                     f"Or pass --format, one of {', '.join(FORMATS)}")
 
 
 def detect_format(path: str | Path) -> str:
     """The reader a dataset path needs.
 
     Args:
-        path: a UTKFace folder or archive, a folder holding ``labels.csv``, an IMDB-WIKI ``.mat``, or a
-            ``.csv``/``.parquet`` table.
+        path: a UTKFace folder or archive, a folder of MORPH-named mugshots, a folder holding ``labels.csv``,
+            an IMDB-WIKI ``.mat``, or a ``.csv``/``.parquet`` table.
 
     Returns:
         One of :data:`FORMATS`.
@@ -71,8 +74,11 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if (path / LABELS_FILE).is_file():
             return "table"
-        if _has_utkface_names(p.name for p in path.rglob("*") if p.is_file()):
+        names = [p.name for p in path.rglob("*") if p.is_file()]
+        if _has_utkface_names(names):
             return "utkface"
+        if any(is_morph_name(n) for n in islice(names, _SNIFF)):
+            return "morph"
         raise _unknown_folder(path)
     if is_archive(path):
         if _has_utkface_names(_archive_names(path)):
@@ -103,3 +109,21 @@ def load_dataset(path: str | Path, format: str | None = None, **options: Any) ->
             raise _unknown_folder(Path(path))
         path = Path(path) / LABELS_FILE
     return reader(path, **options)
+
+
+def load_datasets(paths: Sequence[str | Path], format: str | None = None) -> list[ReadResult]:
+    """Read several datasets for one cache or one run, each with :func:`load_dataset`.
+
+    Raises:
+        DataNotFoundError, DataError: a dataset cannot be read, or two of them share a record key (a
+            split file could not tell their faces apart); the message names both datasets and the key.
+    """
+    reads = [load_dataset(p, format) for p in paths]
+    owner: dict[str, str | Path] = {}
+    for path, read in zip(paths, reads, strict=True):
+        for record in read.records:
+            if record.key in owner:
+                raise DataError(f"{path}: record key {record.key!r} is also in {owner[record.key]}; "
+                                "datasets read together need distinct keys")
+            owner[record.key] = path
+    return reads

@@ -108,23 +108,38 @@ def write_split(mapping: Mapping[str, str], path: str | Path) -> Path:
 
 
 def read_split(path: str | Path) -> dict[str, str]:
-    """Read a split CSV (columns key,split; other columns are ignored).
+    """Read a split CSV (columns key,split; other columns are ignored), or several joined by commas.
 
     The one split reader: training, evaluation, robustness and calibration all select faces with it, so
-    a split file is accepted or refused the same way everywhere.
+    a split file is accepted or refused the same way everywhere. Several files (``"splits/utkface.csv,
+    splits/morph.csv"``) are how a run trains on more than one dataset: their keys are merged, and a key
+    in two of them is refused like a key repeated in one.
 
     Args:
-        path: the CSV file (UTF-8, a byte-order mark is allowed).
+        path: the CSV file (UTF-8, a byte-order mark is allowed), or several paths joined by commas.
 
     Returns:
         key -> split name ("train", "val" or "test").
 
     Raises:
-        DataNotFoundError: the file does not exist.
+        DataNotFoundError: a file does not exist.
         DataError: a bad header, an unknown split name or a repeated key; the message names the file,
             the row and the key.
     """
-    path = Path(path)
+    mapping: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for part in (p.strip() for p in str(path).split(",")):
+        if not part:
+            continue
+        for key, split in _read_one_split(Path(part)).items():
+            if key in mapping:
+                raise DataError(f"{part}: key {key!r} is also in {origin[key]} (each key may be in one split file)")
+            mapping[key] = split
+            origin[key] = part
+    return mapping
+
+
+def _read_one_split(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataNotFoundError(f"{path}: split file not found")
     mapping: dict[str, str] = {}

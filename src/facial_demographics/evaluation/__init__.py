@@ -44,4 +44,7 @@ it evaluates.
 | `counts` | `images`, `evaluated` (face found or whole-image fallback), `no_face`, `fallback`, `unreadable` |
 | `model` | the bundle's manifest `name`, `version`, `sha256` (of model.onnx) and `path` |
 | `run` | dataset, format, how records were chosen (split, limit), `cropped`, `interval_level`, bootstrap |
+| `domains` | with ``evaluate --domain``: per other dataset, `n`, `mae`, `mae_ci95`, `bias`, `cs5`, |
+| | `interval_coverage`, `gender_accuracy`, `gender_recall`, `by_age_band` (`n`, `mae`, `bias`, |
+| | `interval_coverage`), `counts`, `dataset`, `selection`, `report` (its own report, relative to this file) |
 """

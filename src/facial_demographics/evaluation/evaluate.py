@@ -13,7 +13,7 @@ import math
 import random
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pandas as pd
 from facial_demographics.datasets.errors import DataError
 from facial_demographics.datasets.records import Record
 from facial_demographics.errors import InvalidValueError
-from facial_demographics.evaluation.metrics import compute_metrics
+from facial_demographics.evaluation.metrics import compute_metrics, domain_summary
 from facial_demographics.evaluation.report import ModelEvaluation, ReportContext, write_report
 from facial_demographics.labels import GENDER_LABELS
 from facial_demographics.model import ModelBundle
@@ -206,6 +206,19 @@ def write_outputs(out: Path, frame: pd.DataFrame, metrics: dict[str, Any]) -> No
 
 
 @dataclass(frozen=True)
+class DomainRun:
+    """One other dataset (``--domain``) evaluated with the same models: where, which records, the results."""
+
+    name: str
+    dataset: Path
+    format: str
+    selection: str
+    evaluations: list[ModelEvaluation]
+    folders: list[Path]
+    report: Path
+
+
+@dataclass(frozen=True)
 class EvaluationRun:
     """What :func:`evaluate_dataset` did: the selection, each model's evaluation and where it is written."""
 
@@ -215,6 +228,7 @@ class EvaluationRun:
     evaluations: list[ModelEvaluation]
     folders: list[Path]  # predictions.csv + metrics.json of each model, in order
     report: Path
+    domains: list[DomainRun] = field(default_factory=list)
 
 
 def _bundles(model: ModelRef | Sequence[str | Path], compare: Sequence[str | Path] | None) -> list[ModelRef]:
@@ -229,6 +243,48 @@ def _bundles(model: ModelRef | Sequence[str | Path], compare: Sequence[str | Pat
     return models + list(compare or ())
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """What every dataset of one ``evaluate`` run is measured with."""
+
+    n_resamples: int
+    seed: int
+    min_group_size: int
+    device: str
+    progress: ProgressFactory
+
+
+def _evaluate_models(models: Sequence[ModelRef], chosen: EvaluationSet, dataset: Path, cropped: bool, out: Path,
+                     st: _Settings) -> tuple[list[ModelEvaluation], list[Path], float | None]:
+    """Run every model over ``chosen`` and write each one's predictions.csv and metrics.json (the first in
+    ``out``, the others in ``out/compare/<n>-<name>/``)."""
+    evals: list[ModelEvaluation] = []
+    folders: list[Path] = []
+    interval = None
+    labels: set[str] = set()
+    for i, m in enumerate(models):
+        frame, info, interval = run_model(chosen.records, m, cropped=cropped, progress=st.progress, device=st.device)
+        metrics = compute_metrics(frame, n_resamples=st.n_resamples, seed=st.seed, min_group_size=st.min_group_size)
+        metrics["model"] = info
+        metrics["run"] = {"dataset": str(dataset), "format": chosen.format, "selection": chosen.note,
+                          "cropped": cropped, "interval_level": interval, "bootstrap_resamples": st.n_resamples,
+                          "seed": st.seed}
+        label = f"{info['name']} {info['version']}"
+        if label in labels:
+            label = f"{label} ({i + 1})"
+        labels.add(label)
+        target = out if i == 0 else out / "compare" / f"{i}-{_slug(label)}"
+        write_outputs(target, frame, metrics)
+        evals.append(ModelEvaluation(label, frame, metrics, info))
+        folders.append(target)
+    return evals, folders, interval
+
+
+def domain_name(dataset: Path) -> str:
+    """The name a ``--domain`` dataset goes by in metrics.json and folders: its folder or file name."""
+    return _slug(dataset.name.split(".")[0] or str(dataset))
+
+
 def evaluate_dataset(
     dataset: Path,
     model: ModelRef | Sequence[str | Path] = None,
@@ -240,6 +296,8 @@ def evaluate_dataset(
     format: str | None = None,
     compare: Sequence[str | Path] | None = None,
     *,
+    domains: Sequence[Path] = (),
+    domain_split: str = "val",
     device: str = "auto",
     n_resamples: int = 1000,
     seed: int = 0,
@@ -255,38 +313,42 @@ def evaluate_dataset(
     The first model's ``predictions.csv`` and ``metrics.json`` go straight into ``out``; each compared
     model's go into ``out/compare/<n>-<name>/``; ``out/report.html`` covers them all side by side.
 
+    ``domains`` are other datasets the same models are measured on, out of the training domain: whole
+    photos (never ``cropped``), the ``domain_split`` of each one's own ``splits/<format>.csv`` (all records
+    when it has none), written to ``out/domains/<name>/`` like the main dataset, and summarised under
+    ``domains`` in each model's main ``metrics.json`` and report (what the release rule reads).
+
     Raises:
         BundleError: a bundle does not load (checked before any image is read).
-        UserError: the dataset, split or selection is unusable.
+        UserError: a dataset, split or selection is unusable (every dataset is checked before any image is read).
     """
     models = _bundles(model, compare)
     for m in models:  # a bad bundle should fail before minutes of reading and detection
         ModelBundle.load(m)
     chosen = select_records(Path(dataset), format=format, split=split, split_file=split_file, limit=limit,
                             seed=seed)
-    evals: list[ModelEvaluation] = []
-    folders: list[Path] = []
-    interval = None
-    labels: set[str] = set()
-    for i, m in enumerate(models):
-        frame, info, interval = run_model(chosen.records, m, cropped=cropped, progress=progress, device=device)
-        metrics = compute_metrics(frame, n_resamples=n_resamples, seed=seed, min_group_size=min_group_size)
-        metrics["model"] = info
-        metrics["run"] = {"dataset": str(dataset), "format": chosen.format, "selection": chosen.note,
-                          "cropped": cropped, "interval_level": interval, "bootstrap_resamples": n_resamples,
-                          "seed": seed}
-        label = f"{info['name']} {info['version']}"
-        if label in labels:
-            label = f"{label} ({i + 1})"
-        labels.add(label)
-        target = out if i == 0 else out / "compare" / f"{i}-{_slug(label)}"
-        write_outputs(target, frame, metrics)
-        evals.append(ModelEvaluation(label, frame, metrics, info))
-        folders.append(target)
+    others = [(Path(d), select_records(Path(d), split=domain_split, limit=limit, seed=seed)) for d in domains]
+    names = [domain_name(d) for d, _ in others]
+    if len(set(names)) != len(names):
+        raise InvalidValueError(f"--domain: two datasets share a name ({', '.join(names)}); rename a folder")
+    st = _Settings(n_resamples, seed, min_group_size, device, progress)
+    evals, folders, interval = _evaluate_models(models, chosen, Path(dataset), cropped, out, st)
+    domain_runs = []
+    for name, (path, picked) in zip(names, others, strict=True):
+        where = out / "domains" / name
+        d_evals, d_folders, d_interval = _evaluate_models(models, picked, path, False, where, st)
+        d_ctx = ReportContext(dataset=str(path), split_note=picked.note, cropped=False, interval_level=d_interval)
+        d_report = write_report(where / "report.html", d_evals, d_ctx, gallery_size=gallery_size, load=_load_image)
+        domain_runs.append(DomainRun(name, path, picked.format, picked.note, d_evals, d_folders, d_report))
+        for main, other, folder in zip(evals, d_evals, folders, strict=True):
+            main.metrics.setdefault("domains", {})[name] = {
+                "dataset": str(path), "selection": picked.note,
+                "report": d_report.relative_to(out).as_posix(), **domain_summary(other.metrics)}
+            write_outputs(folder, main.predictions, main.metrics)
     ctx = ReportContext(dataset=str(dataset), split_note=chosen.note, cropped=cropped,
                         interval_level=interval)
     report = write_report(out / "report.html", evals, ctx, gallery_size=gallery_size, load=_load_image)
-    return EvaluationRun(Path(dataset), chosen.format, chosen.note, evals, folders, report)
+    return EvaluationRun(Path(dataset), chosen.format, chosen.note, evals, folders, report, domain_runs)
 
 
 def _load_image(path: str) -> np.ndarray:

@@ -426,3 +426,23 @@ def compute_metrics(df: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0,
     out["gaps"]["age_band"] = gaps(banded, "age band", min_group_size=min_group_size, metrics=trust)
     out["counts"] = counts(df)
     return out
+
+
+#: The keys of a ``domains`` entry's per-band rows.
+DOMAIN_BAND_KEYS = ("mae", "bias", "interval_coverage")
+
+
+def domain_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What ``metrics.json`` repeats about another dataset under ``domains``: the out-of-domain numbers the
+    release rule and the model card use (the dataset's own folder keeps every metric)."""
+    recall = metrics.get("gender_recall") or {}
+    return {
+        "n": metrics.get("n_age"),
+        "mae": metrics.get("mae"), "mae_ci95": metrics.get("mae_ci95"), "bias": metrics.get("bias"),
+        "cs5": metrics.get("cs5"), "interval_coverage": metrics.get("interval_coverage"),
+        "gender_accuracy": metrics.get("gender_accuracy"),
+        "gender_recall": {g: recall.get(g) for g in ("male", "female")},
+        "by_age_band": {b: {"n": m["n"], **{k: m[k] for k in DOMAIN_BAND_KEYS}}
+                        for b, m in metrics.get("by_age_band", {}).items() if m["n"]},
+        "counts": metrics.get("counts"),
+    }

@@ -422,6 +422,30 @@ Age metrics over {m['n_age']} images, gender metrics over {m['n_gender']}.</p>
 
 
 
+def _domain_table(evals: Sequence[ModelEvaluation]) -> str:
+    """Every model's ``domains`` entries: one row per (dataset, model), bias per age band beside them."""
+    rows = []
+    for e in evals:
+        for name, d in e.metrics.get("domains", {}).items():
+            recall = d.get("gender_recall") or {}
+            bands = ", ".join(f"{b}: {_f(m['bias'])} ({_f(m['interval_coverage'], 0, True)})"
+                              for b, m in d.get("by_age_band", {}).items())
+            link = f'<a href="{html.escape(d["report"])}">{html.escape(name)}</a>' if d.get("report") else (
+                html.escape(name))
+            rows.append(
+                f"<tr><th>{link}</th><td>{html.escape(e.label)}</td><td>{d.get('n')}</td>"
+                f"<td>{_f(d.get('mae'))}</td><td>{_f(d.get('bias'))}</td><td>{_f(d.get('cs5'), 1, True)}</td>"
+                f"<td>{_f(d.get('interval_coverage'), 1, True)}</td><td>{_f(recall.get('male'), 1, True)} / "
+                f"{_f(recall.get('female'), 1, True)}</td><td>{html.escape(bands)}</td></tr>")
+    if not rows:
+        return ""
+    return ('<h2>Other datasets (out of domain)</h2><p>The same models on whole photos of other datasets '
+            '(face detection as users get it); each name links to its full report.</p>'
+            '<table class="metrics"><tr><th>dataset</th><th>model</th><th>n</th><th>MAE</th><th>bias</th>'
+            '<th>CS@5</th><th>interval cov.</th><th>gender men / women</th>'
+            f'<th>bias (coverage) by true age</th></tr>{"".join(rows)}</table>')
+
+
 def render_report(evals: Sequence[ModelEvaluation], ctx: ReportContext, *, gallery_size: int = 12,
                   load: Callable[[str], np.ndarray] | None = None) -> str:
     """The whole report as one HTML string; ``load`` reads an image for the gallery (default read_image)."""
@@ -445,6 +469,7 @@ def render_report(evals: Sequence[ModelEvaluation], ctx: ReportContext, *, galle
 {'cropped faces (one face per image)' if ctx.cropped else 'face detection on full images'}{interval}</p>
 <p class="meta">Created {html.escape(ctx.created)}</p>
 {'<h2>Side by side</h2>' + _comparison_table(evals) + toc if len(evals) > 1 else ''}
+{_domain_table(evals)}
 {sections}
 </body></html>
 """

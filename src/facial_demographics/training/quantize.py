@@ -329,7 +329,8 @@ def quantize_bundle(source: ModelBundle, out: Path, cache_dir: Path, split_file:
         say("quantising (static INT8, QDQ, per-channel)")
         quantized = Path(tmp) / "model.onnx"
         quantize_graph(graph, quantized, calib, reference.to_input, source.spec.input.name)
-        calibration = {"split": calibration_split, "faces": int(len(calib)), "split_file": Path(split_file).name}
+        files = ",".join(Path(p).name for p in str(split_file).split(","))
+        calibration = {"split": calibration_split, "faces": int(len(calib)), "split_file": files}
         doc = _quantized_manifest(source.spec, keep_tta, calibration)
         doc["name"] = name or doc["name"]
         write_bundle(out, quantized, doc)
