@@ -13,7 +13,9 @@ _EXAMPLES: dict[str, tuple[str, ...]] = {
     "data stats": ("facial-demographics data stats my_photos/labels.csv",),
     "data split": ("facial-demographics data split my_photos/labels.csv --out my_split.csv",),
     "evaluate": ("facial-demographics evaluate --dataset my_photos/labels.csv --split-file my_split.csv "
-                 "--model my_model/",),
+                 "--model my_model/",
+                 "facial-demographics evaluate --dataset UTKFace/ --cropped --split val --domain morph-dev/ "
+                 "--compare fp32"),
     "evaluate-detection": ("facial-demographics evaluate-detection --dataset UTKFace/ --scenes 50",),
     "robustness": ("facial-demographics robustness --cache cache/utkface-112 --model default",),
     "serve": ("facial-demographics serve", "FD_API_KEY=secret facial-demographics serve --host 0.0.0.0"),
