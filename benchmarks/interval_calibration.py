@@ -27,40 +27,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facial_demographics.datasets.cache import load_cache
-from facial_demographics.datasets.splits import read_split
 from facial_demographics.manifest import AgeHead
-from facial_demographics.model import AgeGenderModel, ModelBundle
-from facial_demographics.training.calibrate import fit_band_temperatures, fit_temperature
+from facial_demographics.model import ModelBundle
+from facial_demographics.training.calibrate import fit_band_temperatures, fit_temperature, split_outputs
 
 TARGET = 0.8
 #: True-age bands the table breaks coverage down by.
 REPORT_BANDS = ((0, 13, "0-12"), (13, 30, "13-29"), (30, 40, "30-39"), (40, 60, "40-59"), (60, 200, "60+"))
 
 
-def outputs(model: AgeGenderModel, faces: np.ndarray, batch: int = 128) -> np.ndarray:
-    out = model.bundle.spec.age.output
-    return np.concatenate([model.raw(faces[i:i + batch])[out] for i in range(0, len(faces), batch)])
-
-
 def load_sets(bundle: ModelBundle, cache_dir: Path, utk_split: str, morph_split: str,
               morph_fit: str) -> pd.DataFrame:
     """One row per face: key, domain, role ('measure' or 'fit-only'), age, logits (object column)."""
-    cache = load_cache(cache_dir)
-    utk, morph = read_split(utk_split), read_split(morph_split)
-    keys = cache.index["key"].astype(str)
-    ok = cache.readable & cache.index["age"].notna()
-    parts = [("utkface", "measure", keys.map(utk) == "val"), ("morph", "measure", keys.map(morph) == "val")]
+    parts = [("utkface", "measure", utk_split, "val"), ("morph", "measure", morph_split, "val")]
     if morph_fit == "train":
-        parts.append(("morph", "fit-only", keys.map(morph) == "train"))
-    model = AgeGenderModel(bundle)
+        parts.append(("morph", "fit-only", morph_split, "train"))
     frames = []
-    for domain, role, sel in parts:
-        rows = np.flatnonzero((sel & ok).to_numpy())
-        logits = outputs(model, np.asarray(cache.faces[rows])).astype(np.float64)
-        frames.append(pd.DataFrame({"key": keys.iloc[rows].to_numpy(), "domain": domain, "role": role,
-                                    "age": cache.index["age"].iloc[rows].to_numpy(dtype=float),
-                                    "logits": list(logits)}))
+    for domain, role, split_file, split in parts:
+        out, rows = split_outputs(bundle, cache_dir, Path(split_file), split, batch_size=128)
+        frames.append(pd.DataFrame({"key": rows["key"].astype(str).to_numpy(), "domain": domain, "role": role,
+                                    "age": rows["age"].to_numpy(dtype=float),
+                                    "logits": list(out[bundle.spec.age.output].astype(np.float64))}))
         print(f"{domain} {role}: {len(rows)} faces")
     return pd.concat(frames, ignore_index=True)
 

@@ -21,9 +21,8 @@ ALLOWED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "
 FOLDERS = ("morph_small/Images_ori", "morph_small/trainset", "test_images")
 
 
-def _git_files(snapshot: Path) -> dict[str, str]:
+def _git_files(git_dir: Path) -> dict[str, str]:
     """File name -> path inside the snapshot, the first of FOLDERS holding it."""
-    git_dir = snapshot / ".git" if (snapshot / ".git").exists() else snapshot
     listing = subprocess.run(["git", "--git-dir", str(git_dir), "ls-tree", "-r", "--name-only", "HEAD"],
                              check=True, capture_output=True, text=True).stdout.split("\n")
     found: dict[str, str] = {}
@@ -41,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=Path, default=ALLOWED, help="the allowed file names, one per line")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.files.read_text().split() if n.strip()]
-    found = _git_files(args.snapshot)
     git_dir = args.snapshot / ".git" if (args.snapshot / ".git").exists() else args.snapshot
+    found = _git_files(git_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     copied = skipped = 0
     missing = []

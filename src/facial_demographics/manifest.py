@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -179,9 +180,14 @@ class AgeHead:
             raise ValueError("a regression age head has no distribution")
         probs = softmax(logits)
         if self.temperatures:
-            band = np.searchsorted(self.temperature_edges, self._point(probs), side="right")
+            band = self.band_of(probs, self.temperature_edges)
             return probs, softmax(logits / np.asarray(self.temperatures)[band][:, None])
         return probs, (softmax(logits / self.temperature) if self.temperature != 1.0 else probs)
+
+    def band_of(self, probs: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+        """The band of the *predicted* age (split at ``edges``) each of (N, K) distributions falls in: the rule
+        the interval temperatures are fitted and applied by."""
+        return np.searchsorted(np.asarray(edges, dtype=np.float64), self._point(probs), side="right")
 
     def _point(self, probs: np.ndarray) -> np.ndarray:
         """The point age of (N, K) distributions: the expected value, or the likeliest bucket's value."""
@@ -227,21 +233,30 @@ class AgeHead:
         Raises:
             ValueError: a regression head (it has no distribution).
         """
-        years = np.zeros((probs.shape[1], max_age + 1))
-        if self.type == "distribution":
-            values = np.clip(np.asarray(self.values, dtype=np.float64), 0, max_age)
-            lo = np.floor(values).astype(int)
-            frac = values - lo
-            years[np.arange(len(values)), lo] += 1 - frac
-            years[np.arange(len(values)), np.minimum(lo + 1, max_age)] += frac
-        elif self.type == "buckets":
-            edges = np.asarray(self.edges, dtype=np.float64)
-            for k, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-                span = np.clip(np.arange(int(np.ceil(a)), int(np.ceil(b))), 0, max_age)
-                np.add.at(years[k], span, 1.0 / len(span))
-        else:
+        if self.type == "regression":
             raise ValueError("a regression age head has no distribution")
-        return probs @ years
+        # The matrix depends on the head alone: built once, not for every face of every video frame.
+        return probs @ _year_matrix(self.type, self.values, self.edges, probs.shape[1], max_age)
+
+
+@functools.lru_cache(maxsize=16)
+def _year_matrix(kind: str, values: tuple[float, ...] | None, edges: tuple[float, ...] | None, bins: int,
+                 max_age: int) -> np.ndarray:
+    """(bins, max_age + 1): how much of each bin goes to each whole year (see ``AgeHead.year_distribution``)."""
+    years = np.zeros((bins, max_age + 1))
+    if kind == "distribution":
+        at = np.clip(np.asarray(values, dtype=np.float64), 0, max_age)
+        lo = np.floor(at).astype(int)
+        frac = at - lo
+        years[np.arange(len(at)), lo] += 1 - frac
+        years[np.arange(len(at)), np.minimum(lo + 1, max_age)] += frac
+    else:
+        grid = np.asarray(edges, dtype=np.float64)
+        for k, (a, b) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
+            span = np.clip(np.arange(int(np.ceil(a)), int(np.ceil(b))), 0, max_age)
+            np.add.at(years[k], span, 1.0 / len(span))
+    years.setflags(write=False)  # shared by every call
+    return years
 
 
 @dataclass(frozen=True)

@@ -11,22 +11,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..datasets.formats import LABELS_HELP
+from ..datasets.formats import FORMATS, LABELS_FILE, LABELS_HELP
 from ._common import err, need_extra, progress_bar, user_errors
 from .examples import examples
 
 data_app = typer.Typer(help="Dataset tools: statistics, splits and the aligned-face cache.", no_args_is_help=True)
 DatasetArg = Annotated[Path, typer.Argument(help=(
-    f"Your labelled photos: {LABELS_HELP} (or a folder holding it as labels.csv). Also a UTKFace folder or "
+    f"Your labelled photos: {LABELS_HELP} (or a folder holding it as {LABELS_FILE}). Also a UTKFace folder or "
     ".tar.gz, a folder of MORPH mugshots (PPPPPP_NN{M|F}AA.JPG), or an IMDB-WIKI .mat."))]
 FormatOption = Annotated[str | None, typer.Option(
-    "--format", help="utkface | morph | imdbwiki | table (default: detected)")]
+    "--format", help=f"{' | '.join(FORMATS)} (default: detected)")]
 
 
 @data_app.command("prepare", epilog=examples("data prepare"))
 def data_prepare(
     datasets: Annotated[list[Path], typer.Argument(help=(
-        f"Your labelled photos: {LABELS_HELP} (or a folder holding it as labels.csv); also a UTKFace folder, "
+        f"Your labelled photos: {LABELS_HELP} (or a folder holding it as {LABELS_FILE}); also a UTKFace folder, "
         "a MORPH folder or an IMDB-WIKI .mat. Several make one cache, e.g. UTKFace and MORPH to train on both "
         "(record keys must differ between them)."))],
     size: Annotated[int, typer.Option("--size", min=16, help="Aligned face size in pixels.")] = 112,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from ..datasets.formats import FORMATS
 from ..errors import InvalidValueError
 from ._common import Device, DeviceOption, ModelOption, err, need_extra, progress_bar, user_errors
 
@@ -65,7 +66,7 @@ def evaluate(
         "--compare", metavar="NAME|PATH",
         help="Another model (name or bundle) to evaluate on the same images (repeat for more).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="A seeded random sample of N images.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="utkface | morph | imdbwiki | table")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=" | ".join(FORMATS))] = None,
     domain: Annotated[list[Path] | None, typer.Option(
         "--domain", metavar="DATASET",
         help="Another dataset to measure the same models on, out of domain (whole photos, its own "

@@ -53,14 +53,11 @@ def _comparison_table(report: QuantizeReport) -> Table:
 
 def _export_checkpoint(ckpt: Path, out: Path, cache: Path | None, split: Path, calibrate: bool, opset: int,
                        name: str | None = None) -> None:
-    from ..model import ModelBundle, write_bundle
+    from ..model import ModelBundle
     from ..training.calibrate import calibrate_bundle, calibrate_gender
     from ..training.export import export_bundle
 
-    report = export_bundle(ckpt, out, cache=cache, opset=opset)
-    if name is not None:  # the bundle's name is the config's unless the caller names it (e.g. "fp32")
-        exported = ModelBundle.load(report.bundle)
-        write_bundle(exported.root, exported.graph_path, {**exported.spec.to_manifest(), "name": name})
+    report = export_bundle(ckpt, out, cache=cache, opset=opset, name=name)
     typer.echo(f"exported {report.bundle} ({report.onnx_bytes / 1e6:.2f} MB); max |torch - onnxruntime| on "
                f"{report.faces} faces: {report.max_abs_diff:.2e}")
     if calibrate and cache is not None:

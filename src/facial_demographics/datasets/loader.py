@@ -74,10 +74,10 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if (path / LABELS_FILE).is_file():
             return "table"
-        names = [p.name for p in path.rglob("*") if p.is_file()]
+        names = list(islice((p.name for p in path.rglob("*") if p.is_file()), _SNIFF))
         if _has_utkface_names(names):
             return "utkface"
-        if any(is_morph_name(n) for n in islice(names, _SNIFF)):
+        if any(is_morph_name(n) for n in names):
             return "morph"
         raise _unknown_folder(path)
     if is_archive(path):

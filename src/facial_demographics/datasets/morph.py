@@ -15,10 +15,10 @@ from pathlib import Path
 
 from facial_demographics.datasets.errors import DataError, DataNotFoundError
 from facial_demographics.datasets.records import ReadResult, Record, Rejected
+from facial_demographics.datasets.utkface import IMAGE_SUFFIXES
 from facial_demographics.labels import FEMALE, MALE
 
 SOURCE = "morph"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _NAME = re.compile(r"^(?P<person>\d{3,})_(?P<index>\d+)(?P<sex>[MFmf])(?P<age>\d{1,3})\.(?:jpe?g|png)$",
                    re.IGNORECASE)
 #: MORPH's adults are 16-77; a name outside this range is a typo, not a person.

@@ -127,16 +127,19 @@ def read_split(path: str | Path) -> dict[str, str]:
             the row and the key.
     """
     mapping: dict[str, str] = {}
-    origin: dict[str, str] = {}
-    for part in (p.strip() for p in str(path).split(",")):
-        if not part:
-            continue
-        for key, split in _read_one_split(Path(part)).items():
+    origin: dict[str, Path] = {}
+    for part in split_paths(path):
+        for key, split in _read_one_split(part).items():
             if key in mapping:
                 raise DataError(f"{part}: key {key!r} is also in {origin[key]} (each key may be in one split file)")
             mapping[key] = split
             origin[key] = part
     return mapping
+
+
+def split_paths(path: str | Path) -> list[Path]:
+    """The files of a split argument: one path, or several joined by commas (blanks around them ignored)."""
+    return [Path(p.strip()) for p in str(path).split(",") if p.strip()]
 
 
 def _read_one_split(path: Path) -> dict[str, str]:

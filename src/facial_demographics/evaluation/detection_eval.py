@@ -28,7 +28,7 @@ from ..errors import InvalidValueError
 from ..progress import ProgressFactory, no_progress
 from ..types import Detection
 from .annotations import AnnotatedImage, AnnotationError, Annotations, read_annotations
-from .detection_metrics import BoxMatch, SceneOutcome, clip_box, match_boxes, match_scene, summarize
+from .detection_metrics import BoxMatch, SceneOutcome, clip_box, match_boxes, match_scene, rate, summarize
 from .scenes import PoolFace, draw_scene, make_scene, paste, pool_from_crops
 
 DetectFn = Callable[[np.ndarray], list[Detection]]
@@ -257,11 +257,14 @@ class PhotoOutcome:
     matches: tuple[BoxMatch, ...]  # one per PHOTO_IOUS
 
     @property
+    def misses(self) -> int:
+        """Annotated faces (not ignored ones) no box found at IoU 0.5."""
+        return sum(not f and not b.ignore for f, b in zip(self.matches[0].found, self.image.boxes, strict=True))
+
+    @property
     def badness(self) -> int:
         """Misses, duplicates and false faces at IoU 0.5, for choosing the worst photos to show."""
-        m = self.matches[0]
-        misses = sum(not f and not b.ignore for f, b in zip(m.found, self.image.boxes, strict=True))
-        return misses + m.duplicates + m.false_positives
+        return self.misses + self.matches[0].duplicates + self.matches[0].false_positives
 
 
 def photo_paths(annotations: Sequence[Annotations], images: Path | None) -> list[tuple[Path, AnnotatedImage]]:
@@ -345,22 +348,18 @@ def summarize_photos(outcomes: Sequence[PhotoOutcome]) -> dict[str, Any]:
         tps = sum(m >= 0 and not o.image.boxes[m].ignore for o in outcomes for m in o.matches[t].matched)
         dups = sum(o.matches[t].duplicates for o in outcomes)
         fps = sum(o.matches[t].false_positives for o in outcomes)
-        out[key] = {"recall": _rate(sum(found), len(found)), "found": sum(found),
-                    "precision": _rate(tps, tps + dups + fps), "duplicates": dups, "false_positives": fps,
-                    "duplicates_per_face": _rate(dups, len(faces)),
-                    "false_positives_per_image": _rate(fps, len(outcomes))}
+        out[key] = {"recall": rate(sum(found), len(found)), "found": sum(found),
+                    "precision": rate(tps, tps + dups + fps), "duplicates": dups, "false_positives": fps,
+                    "duplicates_per_face": rate(dups, len(faces)),
+                    "false_positives_per_image": rate(fps, len(outcomes))}
         for name in by_size:
             hits = [f for (size, _, _), f in zip(faces, found, strict=True) if _photo_band(size) == name]
-            by_size[name][key] = _rate(sum(hits), len(hits))
+            by_size[name][key] = rate(sum(hits), len(hits))
     out["recall_by_size"] = by_size
     times = [1e3 * o.seconds for o in outcomes]
     out["ms_per_image"] = {"mean": float(np.mean(times)) if times else None,
                            "median": float(np.median(times)) if times else None}
     return out
-
-
-def _rate(num: float, den: float) -> float | None:
-    return num / den if den else None
 
 
 def draw_photo(pixels: np.ndarray, outcome: PhotoOutcome) -> np.ndarray:
@@ -382,9 +381,8 @@ def _worst_photos(outcomes: Sequence[PhotoOutcome], n: int) -> str:
     cells = []
     for o in worst:
         m = o.matches[0]
-        misses = sum(not f and not b.ignore for f, b in zip(m.found, o.image.boxes, strict=True))
         caption = (f"{o.image.file}: {o.size[0]}×{o.size[1]}, {sum(not b.ignore for b in o.image.boxes)} faces — "
-                   f"{misses} missed, {m.duplicates} duplicate, {m.false_positives} false (IoU 0.5)")
+                   f"{o.misses} missed, {m.duplicates} duplicate, {m.false_positives} false (IoU 0.5)")
         image = draw_photo(read_photo(o.path), o)
         cells.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/jpeg;base64,'
                      f'{_thumbnail(image)}"><figcaption>{html.escape(caption)}</figcaption></figure>')

@@ -140,7 +140,7 @@ def match_scene(scene: Scene, detections: Sequence[Detection], seconds: float = 
     return out
 
 
-def _rate(num: float, den: float) -> float | None:
+def rate(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
@@ -157,15 +157,15 @@ def _recall_table(outcomes: Sequence[SceneOutcome], key: str) -> dict[str, dict[
             c[0] += found
             c[1] += 1
     order = [b[0] for b in SIZE_BANDS] if key == "size" else sorted(counts)
-    return {n: {"faces": counts[n][1], "recall": _rate(counts[n][0], counts[n][1])} for n in order if n in counts}
+    return {n: {"faces": counts[n][1], "recall": rate(counts[n][0], counts[n][1])} for n in order if n in counts}
 
 
 def _closeups(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
     scenes = [o for o in outcomes if o.scene.kind == "closeup"]
     one = sum(len(o.detections) == 1 for o in scenes)
     one_right = sum(len(o.detections) == 1 and o.found[0] for o in scenes)
-    return {"images": len(scenes), "exactly_one_box": _rate(one, len(scenes)),
-            "exactly_one_box_matching": _rate(one_right, len(scenes)),
+    return {"images": len(scenes), "exactly_one_box": rate(one, len(scenes)),
+            "exactly_one_box_matching": rate(one_right, len(scenes)),
             "boxes_histogram": {str(n): sum(len(o.detections) == n for o in scenes)
                                 for n in sorted({len(o.detections) for o in scenes})}}
 
@@ -177,8 +177,8 @@ def _posters(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
     front = [fd for back, fd in counted if not back]
     backdrop = [fd for back, fd in counted if back]
     return {"images": sum(o.scene.kind == "poster" for o in outcomes),
-            "front_faces": len(front), "front_recall": _rate(sum(front), len(front)),
-            "backdrop_faces": len(backdrop), "backdrop_recall": _rate(sum(backdrop), len(backdrop))}
+            "front_faces": len(front), "front_recall": rate(sum(front), len(front)),
+            "backdrop_faces": len(backdrop), "backdrop_recall": rate(sum(backdrop), len(backdrop))}
 
 
 def summarize(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
@@ -197,14 +197,14 @@ def summarize(outcomes: Sequence[SceneOutcome]) -> dict[str, Any]:
         "scenes": len(outcomes),
         "faces": faces,
         "ignored_faces": sum(sum(o.ignored) for o in outcomes),
-        "recall": _rate(found, faces),
-        "recall_32_plus": _rate(sum(big), len(big)),
-        "precision": _rate(tps, tps + dups + fps),
-        "duplicates_per_face": _rate(dups, faces),
+        "recall": rate(found, faces),
+        "recall_32_plus": rate(sum(big), len(big)),
+        "precision": rate(tps, tps + dups + fps),
+        "duplicates_per_face": rate(dups, faces),
         "duplicates": dups,
         "false_positives": fps,
-        "false_positives_per_image": _rate(fps, len(outcomes)),
-        "false_positives_per_face_free_image": _rate(sum(o.false_positives for o in empty), len(empty)),
+        "false_positives_per_image": rate(fps, len(outcomes)),
+        "false_positives_per_face_free_image": rate(sum(o.false_positives for o in empty), len(empty)),
         "face_free_images": len(empty),
         "landmark_nme_mean": float(np.mean(errors)) if errors else None,
         "landmark_nme_median": float(np.median(errors)) if errors else None,

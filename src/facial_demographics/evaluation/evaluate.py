@@ -200,6 +200,11 @@ def _clean(value: Any) -> Any:
 def write_outputs(out: Path, frame: pd.DataFrame, metrics: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "predictions.csv", index=False)
+    write_metrics(out, metrics)
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    """``out/metrics.json``, strict JSON (NaN as null)."""
     (out / "metrics.json").write_text(
         json.dumps(_clean(metrics), indent=2, default=_json_default, allow_nan=False) + "\n",
         encoding="utf-8")
@@ -256,8 +261,8 @@ class _Settings:
 
 def _evaluate_models(models: Sequence[ModelRef], chosen: EvaluationSet, dataset: Path, cropped: bool, out: Path,
                      st: _Settings) -> tuple[list[ModelEvaluation], list[Path], float | None]:
-    """Run every model over ``chosen`` and write each one's predictions.csv and metrics.json (the first in
-    ``out``, the others in ``out/compare/<n>-<name>/``)."""
+    """Run every model over ``chosen``; each one's folder is ``out`` for the first and
+    ``out/compare/<n>-<name>/`` for the others (written by :func:`_write`)."""
     evals: list[ModelEvaluation] = []
     folders: list[Path] = []
     interval = None
@@ -273,11 +278,15 @@ def _evaluate_models(models: Sequence[ModelRef], chosen: EvaluationSet, dataset:
         if label in labels:
             label = f"{label} ({i + 1})"
         labels.add(label)
-        target = out if i == 0 else out / "compare" / f"{i}-{_slug(label)}"
-        write_outputs(target, frame, metrics)
         evals.append(ModelEvaluation(label, frame, metrics, info))
-        folders.append(target)
+        folders.append(out if i == 0 else out / "compare" / f"{i}-{_slug(label)}")
     return evals, folders, interval
+
+
+def _write(evals: Sequence[ModelEvaluation], folders: Sequence[Path]) -> None:
+    """Each model's predictions.csv and metrics.json into its folder."""
+    for ev, folder in zip(evals, folders, strict=True):
+        write_outputs(folder, ev.predictions, ev.metrics)
 
 
 def domain_name(dataset: Path) -> str:
@@ -333,18 +342,22 @@ def evaluate_dataset(
         raise InvalidValueError(f"--domain: two datasets share a name ({', '.join(names)}); rename a folder")
     st = _Settings(n_resamples, seed, min_group_size, device, progress)
     evals, folders, interval = _evaluate_models(models, chosen, Path(dataset), cropped, out, st)
+    _write(evals, folders)  # on disk before the other datasets take their turn
     domain_runs = []
     for name, (path, picked) in zip(names, others, strict=True):
         where = out / "domains" / name
         d_evals, d_folders, d_interval = _evaluate_models(models, picked, path, False, where, st)
+        _write(d_evals, d_folders)
         d_ctx = ReportContext(dataset=str(path), split_note=picked.note, cropped=False, interval_level=d_interval)
         d_report = write_report(where / "report.html", d_evals, d_ctx, gallery_size=gallery_size, load=_load_image)
         domain_runs.append(DomainRun(name, path, picked.format, picked.note, d_evals, d_folders, d_report))
-        for main, other, folder in zip(evals, d_evals, folders, strict=True):
+        for main, other in zip(evals, d_evals, strict=True):
             main.metrics.setdefault("domains", {})[name] = {
                 "dataset": str(path), "selection": picked.note,
                 "report": d_report.relative_to(out).as_posix(), **domain_summary(other.metrics)}
-            write_outputs(folder, main.predictions, main.metrics)
+    if domain_runs:  # each model's metrics.json again, now with its domains entry
+        for main, folder in zip(evals, folders, strict=True):
+            write_metrics(folder, main.metrics)
     ctx = ReportContext(dataset=str(dataset), split_note=chosen.note, cropped=cropped,
                         interval_level=interval)
     report = write_report(out / "report.html", evals, ctx, gallery_size=gallery_size, load=_load_image)

@@ -68,7 +68,3 @@ class AgeBands:
     def index(self, ages: np.ndarray) -> np.ndarray:
         """Band index of each age in years (ages above the last edge fall in the open band)."""
         return np.searchsorted(np.asarray(self.edges), np.asarray(ages, dtype=np.float64), side="right")
-
-    def spec(self) -> str:
-        """The ``--bands`` text that gives these bands back."""
-        return ",".join(map(str, self.edges))

@@ -16,7 +16,7 @@ from ..types import p_female
 from .bands import AgeBands
 from .calibration import N_AGES, PopulationCalibration
 from .estimator import DEFAULT_INTERVAL, Evidence, PopulationSummary, estimate
-from .identity import UNIQUE_THRESHOLD, DescriptorsMissingError, Grouping, group_faces, people_evidence
+from .identity import DESCRIPTOR_DIM, UNIQUE_THRESHOLD, DescriptorsMissingError, Grouping, group_faces, people_evidence
 
 if TYPE_CHECKING:
     from ..model import ModelBundle
@@ -85,7 +85,8 @@ class ResultSet:
         self.probs.append(p)
         self.p_female.append(float("nan") if pf is None else float(pf))
         descriptor = face.get("descriptor")
-        self.descriptors.append(descriptor if isinstance(descriptor, list) and len(descriptor) == 128 else None)
+        usable = isinstance(descriptor, list) and len(descriptor) == DESCRIPTOR_DIM
+        self.descriptors.append(descriptor if usable else None)
         self.image_of.append(self.images - 1)
 
     def add_image(self, record: Mapping[str, Any]) -> None:
@@ -140,7 +141,7 @@ class ResultSet:
             raise DescriptorsMissingError(
                 f"{', '.join(self.files) or 'faces'}: --unique needs each face's descriptor; write the results "
                 "with analyze --unique")
-        vectors = np.asarray(self.descriptors, dtype=np.float64).reshape(-1, 128)
+        vectors = np.asarray(self.descriptors, dtype=np.float64).reshape(-1, DESCRIPTOR_DIM)
         return group_faces(vectors, self.image_of, threshold)
 
     def context(self) -> dict[str, Any]:

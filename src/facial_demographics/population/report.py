@@ -24,7 +24,8 @@ CSV_FIELDS = ("group", "band", "gender", "share", "low", "high", "count")
 MALE_COLOR, FEMALE_COLOR, ALL_COLOR = "#4c78a8", "#e45756", "#72b7b2"
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``path`` whole or not at all (beside it, then renamed): an interrupted run never leaves half a file."""
     tmp = path.with_name(path.name + ".part")
     if isinstance(data, str):
         tmp.write_text(data, encoding="utf-8")
@@ -163,8 +164,8 @@ def write_summary(summary: PopulationSummary, out: str | Path, title: str = "Pop
     out.mkdir(parents=True, exist_ok=True)
     png = pyramid_png(summary, title)
     paths = [out / SUMMARY_JSON, out / SUMMARY_CSV, out / PYRAMID_PNG, out / REPORT_HTML]
-    _write_atomic(paths[0], json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(paths[1], csv_text(summary))
-    _write_atomic(paths[2], png)
-    _write_atomic(paths[3], render_html(summary, title, png, sections))
+    write_atomic(paths[0], json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    write_atomic(paths[1], csv_text(summary))
+    write_atomic(paths[2], png)
+    write_atomic(paths[3], render_html(summary, title, png, sections))
     return paths

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..datasets.cache import load_cache
 from ..datasets.records import Record
-from ..datasets.splits import make_split, split_counts, write_split
+from ..datasets.splits import make_split, split_counts, split_paths, write_split
 from .config import RunConfig
 
 #: The checkout's root, where ``splits/`` lives when running from a clone.
@@ -78,8 +78,8 @@ def _find_files(configured: str) -> str | None:
     """``configured`` (one path, or several joined by commas) with each file found in the working directory
     or else the checkout, joined again; None when one of them is in neither."""
     found = []
-    for part in configured.split(","):
-        hit = next((c for c in (Path(part), CHECKOUT / part) if c.is_file()), None)
+    for part in split_paths(configured):
+        hit = next((c for c in (part, CHECKOUT / part) if c.is_file()), None)
         if hit is None:
             return None
         found.append(str(hit))

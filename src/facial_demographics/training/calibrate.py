@@ -41,12 +41,6 @@ class Calibration:
     by_domain: dict[str, float] = field(default_factory=dict)
 
 
-def coverage(head: AgeHead, logits: np.ndarray, ages: np.ndarray, target: float) -> float:
-    """Share of ``ages`` inside the head's central ``target`` interval."""
-    _, low, high = head.decode(logits, target)
-    return float(np.mean((ages >= low) & (ages <= high)))
-
-
 def inside(head: AgeHead, logits: np.ndarray, ages: np.ndarray, target: float) -> np.ndarray:
     """Per face: is its true age inside the head's central ``target`` interval."""
     _, low, high = head.decode(logits, target)
@@ -99,8 +93,7 @@ def fit_band_temperatures(head: AgeHead, logits: np.ndarray, ages: np.ndarray, d
     domains = np.zeros(len(ages), dtype=int) if domains is None else np.asarray(domains)
     plain = head.with_temperature(1.0)
     overall = fit_temperature(plain, logits, ages, domains, target)
-    points = plain.decode(logits, target)[0]
-    band = np.searchsorted(np.asarray(edges), points, side="right")
+    band = plain.band_of(plain.distributions(logits)[0], edges)
     temps = []
     for b in range(len(edges) + 1):
         sel = band == b
@@ -149,9 +142,10 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path | str, 
         fitted = fit_band_temperatures(head, logits, ages, domains, target)
     else:
         fitted = head.with_temperature(fit_temperature(head, logits, ages, domains, target))
-    after = domain_coverage(fitted, logits, ages, domains, target)
     hit = inside(fitted, logits, ages, target)
-    by_domain = {str(d): round(float(hit[domains == d].mean()), 4) for d in np.unique(domains)}
+    shares = {str(d): float(hit[domains == d].mean()) for d in np.unique(domains)}
+    after = float(np.mean(list(shares.values())))  # = domain_coverage(fitted, ...), without a second decode
+    by_domain = {d: round(v, 4) for d, v in shares.items()}
     manifest = bundle.spec.with_age(fitted).to_manifest()
     manifest.setdefault("training", {})["interval_calibration"] = {
         "split": split, "target": target, "temperature": fitted.temperature, "faces": len(rows),

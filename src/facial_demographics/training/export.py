@@ -174,14 +174,16 @@ def write_onnx(wrapper: ExportWrapper, size: int, path: Path, opset: int) -> Non
 
 
 def export_bundle(ckpt_path: Path, out: Path, cache: Path | None = None, opset: int = 17,
-                  tolerance: float = 1e-4) -> ExportReport:
-    """Write ``out/model.onnx`` + ``out/manifest.json`` from a checkpoint; raises if ONNX disagrees."""
+                  tolerance: float = 1e-4, name: str | None = None) -> ExportReport:
+    """Write ``out/model.onnx`` + ``out/manifest.json`` from a checkpoint; raises if ONNX disagrees.
+    ``name`` is the bundle's manifest name (default: the config's, e.g. ``v04_morph``)."""
     ckpt = Checkpoint.load(Path(ckpt_path))
     cfg, model = model_from_checkpoint(ckpt)
     spec = head_spec(cfg)
     wrapper = ExportWrapper(model, cfg.train.tta_flip).eval()
     residuals = _val_residuals(cfg, model, spec, cache)
     manifest = build_manifest(cfg, ckpt, spec, residuals)
+    manifest["name"] = name or manifest["name"]
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         write_onnx(wrapper, cfg.data.input_size, onnx_path, opset)

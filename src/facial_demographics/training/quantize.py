@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..datasets.cache import FaceCache, load_cache, split_faces
-from ..datasets.splits import read_split
+from ..datasets.splits import read_split, split_paths
 from ..errors import InvalidValueError, UserError
 from ..manifest import BundleSpec
 from ..model import AgeGenderModel, ModelBundle, write_bundle
@@ -329,7 +329,7 @@ def quantize_bundle(source: ModelBundle, out: Path, cache_dir: Path, split_file:
         say("quantising (static INT8, QDQ, per-channel)")
         quantized = Path(tmp) / "model.onnx"
         quantize_graph(graph, quantized, calib, reference.to_input, source.spec.input.name)
-        files = ",".join(Path(p).name for p in str(split_file).split(","))
+        files = ",".join(p.name for p in split_paths(split_file))
         calibration = {"split": calibration_split, "faces": int(len(calib)), "split_file": files}
         doc = _quantized_manifest(source.spec, keep_tta, calibration)
         doc["name"] = name or doc["name"]

@@ -14,7 +14,6 @@ import base64
 import html
 import io
 import json
-import os
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -218,12 +217,6 @@ def over_time_png(series: PeopleOverTime, title: str = "") -> bytes:
     return buf.getvalue()
 
 
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # an interrupted write never leaves half a file
-
-
 def write_people(out: Path, run: VideoRun, bands: AgeBands | str | None = None,
                  interval: float | None = None) -> list[Path]:
     """The population summary over the run's people and the people-over-time series, into ``out``.
@@ -238,13 +231,13 @@ def write_people(out: Path, run: VideoRun, bands: AgeBands | str | None = None,
         The paths written: ``summary.json``, ``summary.csv``, ``pyramid.png``, ``report.html``,
         ``people_over_time.csv``, ``people_over_time.png``.
     """
-    from ..population.report import write_summary
+    from ..population.report import write_atomic, write_summary
 
     summary = run.summary(bands, interval=interval)
     series = run.over_time()
     png = over_time_png(series)
-    _atomic(out / PEOPLE_CSV, series.csv().encode())
-    _atomic(out / PEOPLE_PNG, png)
+    write_atomic(out / PEOPLE_CSV, series.csv())
+    write_atomic(out / PEOPLE_PNG, png)
     picture = (f'<img alt="people over time" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                f'<p class="meta">Also in {PEOPLE_CSV} (one row per analysed frame) and {PEOPLE_PNG}.</p>')
     sections = [("Time in view per person", dwell_table(run.people)), ("People over time", picture)]
