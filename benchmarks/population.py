@@ -39,6 +39,7 @@ import numpy as np
 
 from facial_demographics.datasets.utkface import parse_name
 from facial_demographics.labels import MAX_AGE
+from facial_demographics.model import manifest_text
 from facial_demographics.population import AgeBands, Evidence, PopulationCalibration, estimate
 
 UTK = Path("../shared/datasets/UTKFace")
@@ -244,7 +245,7 @@ def calibrate(work: Path, bundles: list[Path], size: int, draws: int) -> None:
         path = b / "manifest.json"
         doc = json.loads(path.read_text())
         doc["population"] = cal.to_dict()
-        path.write_text(json.dumps(doc, indent=2) + "\n")
+        path.write_text(manifest_text(doc) + "\n")
         print(f"wrote population calibration ({cal.faces} val faces) into {path}")
 
 

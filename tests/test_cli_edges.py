@@ -181,3 +181,17 @@ def test_data_commands_say_what_a_labels_table_holds(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"not labelled")
     err = _fails_with(["data", "stats", str(tmp_path)], "labels.csv", "path,age,gender", "--format")
     assert "format=" not in err
+
+
+def test_an_input_gone_before_its_annotated_copy_is_reported_and_the_run_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--annotate and --unique read each analysed image once more (once for both); when that fails, the
+    item and the reason are printed and nothing is raised."""
+    from facial_demographics.commands.analyze import _reread
+
+    photo = tmp_path / "here.png"
+    photo.write_bytes(encode_png(np.full((40, 60, 3), 90, np.uint8)))
+    assert _reread(str(photo)).shape == (40, 60, 3)
+    assert _reread(str(tmp_path / "gone.jpg")) is None
+    printed = capsys.readouterr()
+    assert "gone.jpg: could not be read again for --annotate/--unique" in printed.err + printed.out

@@ -156,3 +156,28 @@ def test_people_memory_is_bounded() -> None:
     for i in range(10):
         unbounded.end([track(i)], lambda _: _Evidence())  # type: ignore[arg-type,return-value]
     assert len(unbounded._tracks) == 10 and unbounded.forgotten == 0
+
+
+def test_the_live_tally_and_video_take_the_same_tracks_for_glimpses() -> None:
+    """A glimpse is a track whose usable frames span less than a second, in ``video`` and live alike: a
+    sharp face seen for half a second is as little evidence in a live session as in a video file."""
+    from facial_demographics.server.live import _glimpses
+    from facial_demographics.video.people import MIN_PERSON_S, is_glimpse
+    from facial_demographics.video.results import TrackSummary
+
+    class _Evidence:
+        def __init__(self, best: float, usable: tuple[float, float] | None):
+            self.best, self.usable = best, usable
+
+    evidence = {1: _Evidence(0.1, None),                      # never usable: a false positive
+                2: _Evidence(0.9, (3.0, 3.0 + MIN_PERSON_S / 2)),  # sharp but only half a second
+                3: _Evidence(0.9, (3.0, 3.0 + 2 * MIN_PERSON_S))}  # a person
+
+    class _Tracker:
+        def evidence(self, track_id: int) -> _Evidence:
+            return evidence[track_id]
+
+    ended = [TrackSummary(i, i, i + 1, 3.0, 6.0, 2, (0, 0, 1, 1), 30.0, (20.0, 40.0), "male", 0.9) for i in evidence]
+    assert _glimpses(_Tracker(), ended) == {1, 2} == {i for i, e in evidence.items() if is_glimpse(e)}  # type: ignore[arg-type]
+    people = People(None).end(ended, evidence.__getitem__)  # type: ignore[arg-type]
+    assert [t.person_id is None for t in people] == [True, True, False]

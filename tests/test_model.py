@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facial_demographics.model import AgeGenderModel, BundleError, ModelBundle
+from facial_demographics.model import MANIFEST, AgeGenderModel, BundleError, ModelBundle, manifest_text
+from facial_demographics.registry import resolve
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -89,3 +90,15 @@ def test_bucket_head(tiny_bundle: Path, tmp_path: Path) -> None:
     split = np.log(np.array([[0.4, 1e-9, 0.6, 1e-9, 1e-9]]))
     age, _, _ = model.bundle.spec.age.decode(split, model.interval)
     assert age[0] == pytest.approx(62.5)
+
+
+def test_manifests_are_written_with_number_lists_on_one_line(tmp_path: Path) -> None:
+    doc = {"name": "x", "values": [0.0, 1.5, 2.0], "matrix": [[1, 2], [3, 4]], "labels": ["male", "female"],
+           "bands": [{"band": "0-5", "faces": 3}], "empty": {}, "text": "a [b] \"c\""}
+    text = manifest_text(doc)
+    assert json.loads(text) == doc
+    lines = text.splitlines()
+    assert '  "values": [0.0, 1.5, 2.0],' in lines and '    [1, 2],' in lines and '  "empty": {},' in lines
+    for name in ("default", "fast", "fp32", "seed"):  # the shipped manifests are kept in this form
+        shipped = Path(resolve(name)) / MANIFEST
+        assert shipped.read_text() == manifest_text(json.loads(shipped.read_text())) + "\n", name

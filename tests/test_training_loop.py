@@ -224,3 +224,31 @@ def test_bf16_autocast_trains_close_to_fp32_and_a_run_can_switch(cache: tuple[Pa
     assert Checkpoint.load(switched.last_checkpoint).config.train.precision == "bf16"
     with pytest.raises(ConfigError, match="train.precision"):
         _small_seed(*cache, train={"precision": "fp16"})
+
+
+def test_gender_balance_per_dataset_weighs_a_mostly_male_dataset_and_trains(tmp_path: Path) -> None:
+    cache_dir, split = make_cache(tmp_path / "mixed", n=48, size=32)
+    index = pd.read_parquet(cache_dir / "index.parquet")
+    # the second half becomes a mostly male "morph": all men but two women
+    index.loc[24:, "source"], index.loc[24:, "gender"] = "morph", 0.0
+    index.loc[[30, 40], "gender"] = 1.0
+    index.to_parquet(cache_dir / "index.parquet")
+    cfg = _tiny(cache_dir, split, data={"gender_balance": "per_dataset"}, train={"epochs": 1})
+    c = load_cache(cache_dir)
+    rows = split_rows(c, cfg, "train")
+    batches = FaceBatches(c, rows, 8, shuffle=True, gender_balance="per_dataset")
+    assert batches.gender_weight is not None
+    morph = batches.sources == "morph"
+    men = batches.gender_weight[morph & (batches.genders == 0)]
+    women = batches.gender_weight[morph & (batches.genders == 1)]
+    assert men.sum() == pytest.approx(women.sum()) and women.min() > 1 > men.max()
+    assert "morph: men" in batches.gender_balance_summary() and "synthetic: men" in batches.gender_balance_summary()
+    _, labels = next(batches.epoch(0))
+    assert labels.gender_weight is not None and labels.gender_weight.shape == labels.gender.shape
+    assert FaceBatches(c, rows, 8, shuffle=True).gender_weight is None  # the default leaves the loss as it was
+    lines: list[str] = []
+    result = train(cfg, tmp_path / "run", progress=False, log=lines.append)
+    assert any(line.startswith("gender balance per dataset: ") for line in lines)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    with pytest.raises(ConfigError, match="data.gender_balance"):
+        _tiny(cache_dir, split, data={"gender_balance": "sometimes"})

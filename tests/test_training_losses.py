@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from facial_demographics.labels import age_buckets
 from facial_demographics.training.config import LossConfig
-from facial_demographics.training.data import Labels, balanced_weights
+from facial_demographics.training.data import Labels, balanced_weights, per_dataset_gender_weights
 from facial_demographics.training.losses import (
     MultiTaskLoss,
     age_loss,
@@ -123,3 +124,31 @@ def test_a_flip_consistency_run_trains_and_regression_heads_are_refused(tmp_path
     raw["heads"]["age"] = "regression"
     with pytest.raises(ConfigError, match="flip_consistency"):
         config_from_dict(raw)
+
+
+def test_per_dataset_gender_weights_even_out_each_dataset_and_keep_its_size() -> None:
+    # dataset "a": 2 men, 2 women (already even); "b": 6 men, 1 woman, 1 unknown (like MORPH, mostly men)
+    genders = np.array([0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, -1])
+    sources = np.array(["a"] * 4 + ["b"] * 8)
+    w = per_dataset_gender_weights(genders, sources)
+    assert w[:4].tolist() == [1.0, 1.0, 1.0, 1.0]
+    b_men, b_woman = w[4:10], w[10]
+    assert b_men.sum() == pytest.approx(b_woman)  # the sexes weigh the same within "b"
+    assert w[4:11].sum() == pytest.approx(7.0)  # "b" still weighs its 7 faces of known gender
+    assert w[11] == 0.0  # no gender, no gender term
+    assert per_dataset_gender_weights(np.array([0, 0]), np.array(["m", "m"])).tolist() == [1.0, 1.0]
+
+
+def test_gender_loss_with_face_weights_is_their_weighted_mean() -> None:
+    cfg = LossConfig(label_smoothing=0.0)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.3, 0.2]])
+    genders = torch.tensor([0, 0, 1, -1])
+    per = torch.nn.functional.cross_entropy(logits[:3], genders[:3], reduction="none")
+    assert float(gender_loss(logits, genders, cfg, sample_weights=torch.ones(4))) == pytest.approx(
+        float(gender_loss(logits, genders, cfg)))
+    w = torch.tensor([0.5, 0.5, 3.0, 9.0])  # the unknown face's weight must not count
+    assert float(gender_loss(logits, genders, cfg, sample_weights=w)) == pytest.approx(
+        float((per * w[:3]).sum() / w[:3].sum()))
+    classes = torch.tensor([1.0, 2.0])  # class weights multiply in, as F.cross_entropy's own mean does
+    both = w[:3] * classes[genders[:3]]
+    assert float(gender_loss(logits, genders, cfg, classes, w)) == pytest.approx(float((per * both).sum() / both.sum()))

@@ -13,12 +13,12 @@ from torch import nn
 
 from facial_demographics.training.config import config_from_dict, load_config
 from facial_demographics.training.models import (
-    EfficientNetLite0,
+    EfficientNetLite,
     SeparableConv2d,
     build_model,
     count_parameters,
-    lite0_pretrained_path,
-    load_lite0_imagenet,
+    lite_pretrained_path,
+    load_lite_imagenet,
 )
 
 torch.set_num_threads(2)
@@ -27,8 +27,8 @@ torch.set_num_threads(2)
 def test_lite0_loads_packaged_weights_strictly_and_knows_a_cat() -> None:
     skimage_data = pytest.importorskip("skimage.data")
     cv2 = pytest.importorskip("cv2")
-    model = EfficientNetLite0(num_classes=1000)
-    state = torch.load(lite0_pretrained_path(), map_location="cpu", weights_only=True)
+    model = EfficientNetLite(num_classes=1000)
+    state = torch.load(lite_pretrained_path(), map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=True)
     assert not missing and not unexpected
     assert model._blocks[0].has_expand is False and not hasattr(model._blocks[0], "_expand_conv")
@@ -46,8 +46,8 @@ def test_our_lite0_drops_fc_and_fits_the_size_budget() -> None:
     model = build_model(cfg, pretrained=False)
     assert not any(k.startswith("trunk.backbone._fc") for k in model.state_dict())
     assert count_parameters(model) * 4 < 15e6  # float32 ONNX must stay under 15 MB
-    backbone = EfficientNetLite0(num_classes=None)
-    load_lite0_imagenet(backbone)  # strict, without _fc
+    backbone = EfficientNetLite(num_classes=None)
+    load_lite_imagenet(backbone)  # strict, without _fc
     age, gender = model(torch.rand(2, 3, 112, 112) * 255)
     assert age.shape == (2, 101) and gender is not None and gender.shape == (2, 2)
 

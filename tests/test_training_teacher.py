@@ -201,3 +201,16 @@ def test_stopped_teacher_run_resumes_like_an_uninterrupted_one(cache: tuple[Path
     for key, value in a.states["model"].items():
         torch.testing.assert_close(value, b.states["model"][key], rtol=1e-5, atol=1e-6)
     assert "teacher_head.weight" in b.states["ema_model"]
+
+
+def test_training_speed_bench_counts_a_teacher_head() -> None:
+    """`python -m facial_demographics.training.bench` on a config with a [teacher]: the model answers three
+    outputs in training mode, and the timed step runs all three."""
+    from facial_demographics.training.bench import measure
+
+    raw = load_config("tiny").to_dict()
+    raw["data"].update(input_size=32)
+    raw["train"].update(batch_size=4, eval_batch_size=4)
+    raw["teacher"].update(descriptors="descriptors.npy", weight=0.5)
+    rate = measure(config_from_dict(raw), steps=1)
+    assert rate.train_images_per_s > 0 and rate.eval_images_per_s > 0

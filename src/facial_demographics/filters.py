@@ -7,9 +7,22 @@ use :class:`FaceFilter`, so a face is kept or dropped by the same rule everywher
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from .errors import InvalidValueError
-from .types import Detection
+
+
+class Boxed(Protocol):
+    """What the filter reads of a face: a detection or an analysed face."""
+
+    @property
+    def box(self) -> tuple[float, float, float, float]: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+_B = TypeVar("_B", bound=Boxed)
 
 
 def face_size(box: tuple[float, float, float, float] | list[float]) -> float:
@@ -43,10 +56,11 @@ class FaceFilter:
         """True when the filter can drop a face."""
         return self.min_face > 0 or self.min_score > 0
 
-    def keep(self, detection: Detection) -> bool:
-        """True when ``detection`` is big enough and scored high enough to be counted."""
+    def keep(self, detection: Boxed) -> bool:
+        """True when ``detection`` (a detection or an analysed face) is big enough and scored high enough
+        to be counted."""
         return face_size(detection.box) >= self.min_face and detection.score >= self.min_score
 
-    def apply(self, detections: list[Detection]) -> list[Detection]:
+    def apply(self, detections: list[_B]) -> list[_B]:
         """The detections that pass, in their order."""
         return [d for d in detections if self.keep(d)] if self.active else detections

@@ -44,6 +44,18 @@ def default_bundle_path() -> Path:
     return resolve(None)
 
 
+def manifest_text(manifest: Any, indent: str = "") -> str:
+    """JSON with two-space indentation, but a list of numbers or strings on one line: the age head's values
+    and the population calibration's matrices (a row each) would otherwise take a line per number."""
+    inner = indent + "  "
+    if isinstance(manifest, dict) and manifest:
+        items = (f"{inner}{json.dumps(str(k))}: {manifest_text(v, inner)}" for k, v in manifest.items())
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(manifest, list) and any(isinstance(v, dict | list) for v in manifest):
+        return "[\n" + ",\n".join(inner + manifest_text(v, inner) for v in manifest) + "\n" + indent + "]"
+    return json.dumps(manifest)
+
+
 def write_bundle(out_dir: str | Path, onnx_path: str | Path, manifest: dict[str, Any]) -> Path:
     """Copy the graph into ``out_dir``, stamp its sha256 into the manifest, validate, write."""
     out = Path(out_dir)
@@ -53,7 +65,7 @@ def write_bundle(out_dir: str | Path, onnx_path: str | Path, manifest: dict[str,
         shutil.copyfile(onnx_path, graph)
     manifest = {**manifest, "format": FORMAT_VERSION, "sha256": {GRAPH: sha256_file(graph)}}
     BundleSpec.parse(manifest)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (out / MANIFEST).write_text(manifest_text(manifest) + "\n")
     return out
 
 

@@ -61,17 +61,28 @@ class _Run:
         return text
 
 
-def _annotate_to(directory: Path, path: str, faces: list[Any], taken: set[str]) -> None:
+def _reread(path: str) -> Any:
+    """The pixels of one analysed input for --annotate and --unique (read once for both); an image that
+    cannot be read again is reported and None returned, and the run goes on."""
+    from ..imaging import ImageError, read_image
+
+    try:
+        return read_image(path)
+    except (ImageError, OSError) as exc:
+        error_line(f"{path}: could not be read again for --annotate/--unique ({exc})")
+        return None
+
+
+def _annotate_to(directory: Path, path: str, pixels: Any, faces: list[Any], taken: set[str]) -> None:
     """Write the annotated copy of one input under its own name and format; a failure is reported and the
     run goes on."""
     from ..annotate import draw
-    from ..imaging import ImageError, read_image
     from ..output import annotated_name, save_like
 
     target = directory / annotated_name(path, taken)
     try:
-        save_like(draw(read_image(path), faces), target)
-    except (ImageError, OSError) as exc:
+        save_like(draw(pixels, faces), target)
+    except OSError as exc:
         error_line(f"{path}: annotated copy not written to {target} ({exc})")
 
 
@@ -239,17 +250,11 @@ def _prepare_unique(unique: bool) -> Describer | None:
     return Describer()
 
 
-def _describe(describer: Describer, path: str, record: dict[str, Any]) -> None:
-    """Add each face's descriptor to its record; an image that cannot be read again is reported."""
-    from ..imaging import ImageError, read_image
-
+def _describe(describer: Describer, pixels: Any, record: dict[str, Any]) -> None:
+    """Add each face's descriptor to its record."""
     if not record["faces"]:
         return
-    try:
-        vectors = describer.describe(read_image(path), [f["landmarks"] for f in record["faces"]])
-    except (ImageError, OSError) as exc:
-        err.print(f"[yellow]{path}: no face descriptors ({exc})[/yellow]")
-        return
+    vectors = describer.describe(pixels, [f["landmarks"] for f in record["faces"]])
     for face, vector in zip(record["faces"], vectors, strict=True):
         face["descriptor"] = vector
 
@@ -282,11 +287,14 @@ def _analyze_into(
     taken: set[str] = set()  # annotated copies' names so far: two inputs called a.jpg must not collide
     with progress_bar("Analysing images", len(inputs), line="analysed {done}/{total} images ({pct:.0f} %)") as adv:
         for i, result in enumerate(analyzer.iter_analyze(inputs, progress=adv)):
-            if annotate is not None and result.ok:
-                _annotate_to(annotate, inputs[i], result.faces, taken)
             record = result.to_dict()
-            if describer is not None and result.ok:
-                _describe(describer, inputs[i], record)
+            # The analyser does not keep the pixels (a batch of large photos would stay in memory), so
+            # --annotate and --unique read the image again, once for both.
+            pixels = _reread(inputs[i]) if result.ok and (annotate is not None or describer is not None) else None
+            if annotate is not None and pixels is not None:
+                _annotate_to(annotate, inputs[i], pixels, result.faces, taken)
+            if describer is not None and pixels is not None:
+                _describe(describer, pixels, record)
             writer.write(record)
             if collected is not None:
                 collected.add_image(record)

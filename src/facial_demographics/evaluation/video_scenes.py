@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets.utkface import parse_name
+from ..labels import GENDER_LABELS
 from .scenes import PoolFace, background, paste
 
 _NOISE = 4.0  # sensor noise (grey levels, standard deviation) added to every frame
@@ -156,16 +158,12 @@ def _labels(key: str) -> tuple[float | None, str | None]:
 
 
 def utk_labels(key: str) -> tuple[float | None, str | None, str | None]:
-    """Age, gender and ethnicity code from a UTKFace name (``age_gender_race_date.jpg.chip.jpg``); None
-    for what the name does not say."""
-    parts = Path(key).name.split("_")
-    try:
-        age = float(parts[0])
-    except (IndexError, ValueError):
-        return None, None, None
-    gender = {"0": "male", "1": "female"}.get(parts[1]) if len(parts) > 1 else None
-    race = parts[2] if len(parts) > 2 and parts[2].isdigit() else None
-    return age, gender, race
+    """Age, gender and ethnicity code from a UTKFace name (``age_gender_race_date.jpg.chip.jpg``, read by
+    :func:`..datasets.utkface.parse_name`); None for what the name does not say."""
+    parsed = parse_name(Path(key).name)
+    return (None if parsed.age is None else float(parsed.age),
+            None if parsed.gender is None else GENDER_LABELS[parsed.gender],
+            None if parsed.race is None else str(parsed.race))
 
 
 def faces_with_genders(pool: Sequence[PoolFace], genders: Sequence[str], seed: int) -> list[PoolFace]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 from fastapi import Query
 
 from ..errors import InvalidValueError
 from ..filters import FaceFilter
-from ..types import Detection, Face, ImageResult
+from ..types import ImageResult
 from .errors import ApiError
 
 #: The largest ``min_face`` accepted: no face box in an image under the pixel limit is this big.
@@ -31,7 +30,6 @@ MIN_SCORE_QUERY = Query(
     description="Leave out faces the detector scored below this (0-1; it already drops those below 0.6), e.g. "
     "0.9 to keep only clear faces; 0 (the default) keeps every face. As `analyze --min-score`.",
 )
-_NO_LANDMARKS = np.zeros((5, 2))
 
 
 def face_filter(min_face: float, min_score: float) -> FaceFilter:
@@ -48,11 +46,6 @@ def face_filter(min_face: float, min_score: float) -> FaceFilter:
         raise ApiError(422, "invalid_request", str(exc), item) from None
 
 
-def _detection(face: Face) -> Detection:
-    """What :meth:`FaceFilter.keep` reads of a face (its box and score)."""
-    return Detection(box=face.box, score=face.score, landmarks=_NO_LANDMARKS)
-
-
 def apply_filter(results: dict[int, ImageResult], rule: FaceFilter) -> dict[int, int]:
     """Drop the faces ``rule`` does not keep from each result (replaced, not changed in place).
 
@@ -65,7 +58,7 @@ def apply_filter(results: dict[int, ImageResult], rule: FaceFilter) -> dict[int,
     for key, result in list(results.items()):
         if result.error is not None:
             continue
-        kept = [face for face in result.faces if rule.keep(_detection(face))]
+        kept = [face for face in result.faces if rule.keep(face)]
         dropped[key] = len(result.faces) - len(kept)
         results[key] = replace(result, faces=kept)
     return dropped

@@ -145,10 +145,11 @@ class _Session:
 
 
 def _glimpses(tracker: Any, ended: Sequence[Any]) -> set[int]:
-    """The ended tracks that never showed a usable face (``video.people``): nobody, for the tally."""
-    from ..video.reid import MIN_QUALITY
+    """The ended tracks that are glimpses (``video.people.is_glimpse``, the rule ``video`` counts by):
+    nobody, for the tally."""
+    from ..video.people import is_glimpse
 
-    return {t.track_id for t in ended if tracker.evidence(t.track_id).best < MIN_QUALITY}
+    return {t.track_id for t in ended if is_glimpse(tracker.evidence(t.track_id))}
 
 
 def count_ended(tally: LiveTally, ended: Sequence[Any], glimpses: set[int]) -> None:

@@ -42,8 +42,9 @@ def measure(cfg: RunConfig, steps: int = 6, faces: np.ndarray | None = None) -> 
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        age, gender = model(train_input(batch, augment, size, cfg.train.channels_last))
-        loss = age.logsumexp(1).mean() + (gender.logsumexp(1).mean() if gender is not None else 0.0)
+        # A model with a [teacher] head answers (age, gender, teacher) in training mode: its cost counts too.
+        outputs = model(train_input(batch, augment, size, cfg.train.channels_last))
+        loss = sum((o.logsumexp(1).mean() for o in outputs if o is not None), torch.zeros(()))
         opt.zero_grad()
         loss.backward()
         opt.step()

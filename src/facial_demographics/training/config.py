@@ -23,7 +23,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 AGE_HEADS = ("distribution", "mean_variance", "buckets5", "regression")
-MODELS = ("efficientnet_lite0", "seed_cnn", "dlib_resnet")  # dlib_resnet: issue 33, needs the teacher extra
+# dlib_resnet: issue 33, needs the teacher extra; efficientnet_lite1/2: issue 33 (larger backbones)
+MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "seed_cnn", "dlib_resnet")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 INITS = ("torch", "keras")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
@@ -51,6 +52,10 @@ class DataConfig:
     # "shuffle" | "balanced" (age buckets) | "race_age" (race x age band): balanced draws with replacement
     sampler: str = "shuffle"
     sampler_power: float = 1.0  # draw weight (stratum size) ** -power: 1 fully balanced, 0.5 square-root
+    # "none" | "per_dataset": in the gender term, each dataset's (cache ``source``) men and women weigh the
+    # same in total, and each dataset as much as its faces. MORPH is 85 % men; unweighted, mixing it in moves
+    # the gender prior, which decides the faces the network cannot read (young children).
+    gender_balance: str = "none"
     limit_batches: int = 0  # >0: at most this many train batches per epoch (quick runs)
     limit_val: int = 0  # >0: evaluate on at most this many val faces
 
@@ -58,9 +63,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "efficientnet_lite0"
-    pretrained: bool = True  # efficientnet_lite0: ImageNet weights; dlib_resnet: dlib's face-recognition weights
+    pretrained: bool = True  # efficientnet_lite*: ImageNet weights; dlib_resnet: dlib's face-recognition weights
     dropout: float = 0.2  # before the head layers
-    drop_connect: float = 0.2  # stochastic depth (efficientnet_lite0)
+    drop_connect: float = 0.2  # stochastic depth (efficientnet_lite*)
     spatial_dropout: float = 0.2  # Dropout2d after the later separable convs (seed_cnn)
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128, 256])  # seed_cnn trunk widths
     hidden: int = 128  # seed_cnn FC width per head
@@ -112,6 +117,26 @@ class AugmentConfig:
     downscale_range: list[float] = field(default_factory=lambda: [0.35, 0.9])
     noise: float = 0.0  # additive Gaussian sensor noise, std drawn per image from noise_std (0..255 scale)
     noise_std: list[float] = field(default_factory=lambda: [2.0, 12.0])
+    # Capture conditions (issue 33; probabilities, 0 = off). UTKFace is mostly soft, even, white-balanced
+    # web portraits; mugshots and ID photos have a hard frontal flash, one-sided or overhead light, blown
+    # highlights, tungsten/fluorescent casts and cheap-sensor noise. They run after the colour jitter and
+    # before the quality ops (light and sensor first, then the encoder).
+    light_gradient: float = 0.0  # one-sided light: an additive ramp from one edge, darker or brighter
+    light_gradient_gain: list[float] = field(default_factory=lambda: [0.05, 0.25])  # ramp height, 0..1 scale
+    flash: float = 0.0  # frontal flash hot spot: a wide Gaussian brightening centred on the face
+    flash_gain: list[float] = field(default_factory=lambda: [0.05, 0.25])  # peak brightening, 0..1 scale
+    exposure: float = 0.0  # camera response: gain * x ** gamma, clipped (gain > 1 blows out highlights)
+    exposure_gamma: list[float] = field(default_factory=lambda: [0.6, 1.1])
+    exposure_gain: list[float] = field(default_factory=lambda: [1.0, 1.4])
+    color_cast: float = 0.0  # white balance set for another light: a black-body illuminant's tint
+    # Kelvin, 3000..15000 in 500 K steps. 6500 K is about neutral; 4500 K's red/blue tilt is about 1.7x
+    # 9000 K's the other way (indoor light's warm casts are the strong ones).
+    color_temperature: list[float] = field(default_factory=lambda: [4500.0, 9000.0])
+    # Sensor noise that grows with the signal (photon shot noise) over a floor (read noise), per channel:
+    # std(x) = sqrt(shot ** 2 * x + read ** 2) on 0..255, x the [0, 1] value; the ``noise`` op's is flat.
+    sensor_noise: float = 0.0
+    sensor_shot: list[float] = field(default_factory=lambda: [3.0, 12.0])  # shot-noise std at white
+    sensor_read: list[float] = field(default_factory=lambda: [0.5, 3.0])  # noise floor std
 
 
 @dataclass
@@ -304,6 +329,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(d.sampler in ("shuffle", "balanced", "race_age"), "data.sampler",
              "must be 'shuffle', 'balanced' or 'race_age'")
     _require(0 < d.sampler_power <= 1, "data.sampler_power", "must be in (0, 1]")
+    _require(d.gender_balance in ("none", "per_dataset"), "data.gender_balance", "must be 'none' or 'per_dataset'")
     _require(d.limit_batches >= 0, "data.limit_batches", "must be >= 0")
     _require(d.limit_val >= 0, "data.limit_val", "must be >= 0")
     _require(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}")
@@ -341,6 +367,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_range("augment.jpeg_quality", a.jpeg_quality, lo_min=1.0, hi_max=100.0)
     _check_range("augment.downscale_range", a.downscale_range, lo_min=0.05, hi_max=1.0)
     _check_range("augment.noise_std", a.noise_std)
+    for key in ("light_gradient", "flash", "exposure", "color_cast", "sensor_noise"):
+        _require(0.0 <= getattr(a, key) <= 1.0, f"augment.{key}", "must be a probability in [0, 1]")
+    _check_range("augment.light_gradient_gain", a.light_gradient_gain, hi_max=1.0)  # kornia's gain bounds
+    _check_range("augment.flash_gain", a.flash_gain, hi_max=1.0)
+    _check_range("augment.exposure_gamma", a.exposure_gamma, lo_min=0.1, hi_max=10.0)
+    _check_range("augment.exposure_gain", a.exposure_gain, lo_min=0.1, hi_max=10.0)
+    _check_range("augment.color_temperature", a.color_temperature, lo_min=3000.0, hi_max=15000.0)
+    _check_range("augment.sensor_shot", a.sensor_shot, hi_max=255.0)
+    _check_range("augment.sensor_read", a.sensor_read, hi_max=255.0)
     _require(o.name in OPTIMIZERS, "optim.name", f"must be one of {', '.join(OPTIMIZERS)}")
     _require(o.lr > 0, "optim.lr", "must be > 0")
     _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..datasets.cache import FaceCache
 from ..datasets.errors import DataError
 from ..datasets.splits import read_split
-from ..labels import AGE_BANDS, AGE_GROUPS, age_band_indices, age_buckets, gender_codes
+from ..labels import AGE_BANDS, AGE_GROUPS, FEMALE, MALE, age_band_indices, age_buckets, gender_codes
 from .config import AugmentConfig, RunConfig
 
 
@@ -97,6 +97,18 @@ def balanced_weights(labels: np.ndarray, classes: int) -> np.ndarray:
     return weights
 
 
+def per_dataset_gender_weights(genders: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Gender-loss weight of each face: within each dataset (``sources``), :func:`balanced_weights` over its
+    men and women, so the two sexes weigh the same and the dataset's faces still weigh their count in total;
+    faces of unknown gender 0 (they have no gender term). A dataset with one sex only keeps weight 1."""
+    weights = np.zeros(len(genders))
+    for source in np.unique(sources):
+        mine = sources == source
+        weights[mine] = np.where(genders[mine] >= 0, balanced_weights(genders[mine], 2)[np.maximum(genders[mine], 0)],
+                                 0.0)
+    return weights
+
+
 def sampling_strata(ages: np.ndarray, races: pd.Series, sampler: str) -> tuple[np.ndarray, int]:
     """The stratum of each face a ``data.sampler`` balances over, -1 where a label it needs is unknown, and
     how many strata there are: "balanced" the five age buckets, "race_age" each race value x :data:`AGE_BANDS`
@@ -129,6 +141,7 @@ class Labels:
     gender: Tensor  # long, -1 unknown
     weight: Tensor  # per-sample age-loss weight
     teacher: Tensor | None = None  # float (N, D) descriptors, a NaN row unknown; None without a [teacher]
+    gender_weight: Tensor | None = None  # per-sample gender-loss weight (data.gender_balance); None: all 1
 
 
 class FaceBatches:
@@ -136,10 +149,11 @@ class FaceBatches:
 
     def __init__(self, cache: FaceCache, rows: np.ndarray, batch_size: int, *, shuffle: bool,
                  seed: int = 0, sampler: str = "shuffle", sampler_power: float = 1.0, limit_batches: int = 0,
-                 age_weights: np.ndarray | None = None, teacher: np.ndarray | None = None):
+                 age_weights: np.ndarray | None = None, teacher: np.ndarray | None = None,
+                 gender_balance: str = "none"):
         """``sampler``: "shuffle" (a permutation per epoch) or a balancing ``data.sampler`` ("balanced",
         "race_age": draws with replacement, see :func:`sampling_probabilities`); ``teacher``: (len(cache), D)
-        descriptors for every cache row (``[teacher]``), or None."""
+        descriptors for every cache row (``[teacher]``), or None; ``gender_balance``: ``data.gender_balance``."""
         self.cache, self.rows, self.batch_size = cache, rows, batch_size
         self.teacher = teacher
         self.shuffle, self.seed, self.limit_batches = shuffle, seed, limit_batches
@@ -154,6 +168,24 @@ class FaceBatches:
         self.sample_weight = np.ones(len(rows))
         if age_weights is not None:
             self.sample_weight = np.where(self.buckets >= 0, age_weights[np.maximum(self.buckets, 0)], 0.0)
+        self.gender_weight: np.ndarray | None = None
+        if gender_balance == "per_dataset":
+            sources = idx["source"].fillna("").astype(str) if "source" in idx else pd.Series([""] * len(idx))
+            self.sources = sources.to_numpy()
+            self.gender_weight = per_dataset_gender_weights(self.genders, self.sources)
+
+    def gender_balance_summary(self) -> str:
+        """'UTKFace: men x0.96, women x1.04; ...', the weights of ``data.gender_balance`` for the log."""
+        if self.gender_weight is None:
+            return "none"
+        parts = []
+        for source in np.unique(self.sources):
+            mine = self.sources == source
+            by_sex = {sex: self.gender_weight[mine & (self.genders == code)]
+                      for sex, code in (("men", MALE), ("women", FEMALE))}
+            parts.append(f"{source or '?'}: "
+                         + ", ".join(f"{sex} {len(w)} x{w[0]:.2f}" for sex, w in by_sex.items() if len(w)))
+        return "; ".join(parts)
 
     def __len__(self) -> int:
         n = -(-len(self.rows) // self.batch_size)
@@ -183,6 +215,7 @@ class FaceBatches:
             torch.from_numpy(self.genders[pos]),
             torch.from_numpy(self.sample_weight[pos]).float(),
             None if self.teacher is None else torch.from_numpy(np.ascontiguousarray(self.teacher[rows])),
+            None if self.gender_weight is None else torch.from_numpy(self.gender_weight[pos]).float(),
         )
 
 
@@ -194,7 +227,7 @@ def with_mirror(x: Tensor, labels: Labels) -> tuple[Tensor, Labels]:
         return None if t is None else torch.cat([t, t])
 
     mirrored = Labels(torch.cat([labels.age, labels.age]), torch.cat([labels.gender, labels.gender]),
-                      torch.cat([labels.weight, labels.weight]), twice(labels.teacher))
+                      torch.cat([labels.weight, labels.weight]), twice(labels.teacher), twice(labels.gender_weight))
     return torch.cat([x, x.flip(-1)]), mirrored
 
 
@@ -224,6 +257,7 @@ class Augment(nn.Module):
         if any(r != [1.0, 1.0] for r in (b, c, s)):
             # Multiplicative factor ranges (torchvision semantics); (1, 1) leaves that property alone.
             ops.append(K.ColorJitter(brightness=b, contrast=c, saturation=s, p=1.0))
+        ops += capture_ops(cfg)
         # Quality ops last, as a camera/encoder would degrade the finished picture.
         if cfg.downscale > 0:
             ops.append(RandomDownscale(cfg.downscale, (cfg.downscale_range[0], cfg.downscale_range[1])))
@@ -241,6 +275,48 @@ class Augment(nn.Module):
         if len(self.ops) == 0:
             return x
         return self.ops(x / 255.0) * 255.0
+
+
+#: ``augment.color_temperature``'s scale: kornia's black-body table (RandomPlanckianJitter) has a row every
+#: 500 K from 3000 K to 15000 K.
+PLANCKIAN_KELVIN = (3000.0, 500.0)
+
+
+def planckian_rows(kelvin: tuple[float, float]) -> list[int]:
+    """The rows of kornia's black-body table for a colour-temperature range, rounded to its 500 K steps."""
+    first, step = PLANCKIAN_KELVIN
+    return list(range(round((kelvin[0] - first) / step), round((kelvin[1] - first) / step) + 1))
+
+
+def capture_ops(cfg: AugmentConfig) -> list[nn.Module]:
+    """The capture-condition ops of ``cfg`` (light, colour cast, exposure, sensor noise), in the order a
+    camera meets them; none when their probabilities are 0. All work on [0, 1] NCHW and clamp into it."""
+    import kornia.augmentation as K
+
+    ops: list[nn.Module] = []
+    if cfg.light_gradient > 0:
+        # Additive ramp over the whole picture from one edge (left, right, top or bottom); the sign is
+        # drawn per image, so the lit side gets brighter or the far side falls into shadow.
+        ops.append(K.RandomLinearIllumination(
+            gain=(cfg.light_gradient_gain[0], cfg.light_gradient_gain[1]), sign=(-1.0, 1.0),
+            p=cfg.light_gradient))
+    if cfg.flash > 0:
+        # Face crops are centred, so the flash's hot spot is too (within the middle 30 %), as wide as
+        # 25-50 % of the crop; sign (0, 1) always brightens.
+        ops.append(K.RandomGaussianIllumination(
+            gain=(cfg.flash_gain[0], cfg.flash_gain[1]), center=(0.35, 0.65), sigma=(0.25, 0.5),
+            sign=(0.0, 1.0), p=cfg.flash))
+    if cfg.color_cast > 0:
+        ops.append(K.RandomPlanckianJitter(
+            mode="blackbody", select_from=planckian_rows((cfg.color_temperature[0], cfg.color_temperature[1])),
+            p=cfg.color_cast))
+    if cfg.exposure > 0:
+        ops.append(K.RandomGamma(gamma=(cfg.exposure_gamma[0], cfg.exposure_gamma[1]),
+                                 gain=(cfg.exposure_gain[0], cfg.exposure_gain[1]), p=cfg.exposure))
+    if cfg.sensor_noise > 0:
+        ops.append(RandomSensorNoise(cfg.sensor_noise, (cfg.sensor_shot[0] / 255.0, cfg.sensor_shot[1] / 255.0),
+                                     (cfg.sensor_read[0] / 255.0, cfg.sensor_read[1] / 255.0)))
+    return ops
 
 
 class RandomDownscale(nn.Module):
@@ -277,6 +353,34 @@ class RandomNoise(nn.Module):
         chosen = (torch.rand(x.shape[0]) < self.p).to(x.dtype)
         std = torch.empty(x.shape[0]).uniform_(*self.std).to(x.dtype) * chosen  # drawn on the CPU's stream
         return (x + torch.randn_like(x) * std.to(x.device).view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+
+
+class RandomSensorNoise(nn.Module):
+    """Signal-dependent sensor noise on chosen images of a [0, 1] NCHW batch: Gaussian, independent per pixel
+    and channel, with variance ``shot ** 2 * x + read ** 2`` (the Poisson-Gaussian model of a raw sensor:
+    photon shot noise grows with the light, read noise is a floor). ``shot`` and ``read`` are drawn per image
+    from their ranges (std at white and the floor, [0, 1] scale)."""
+
+    def __init__(self, p: float, shot: tuple[float, float], read: tuple[float, float]):
+        super().__init__()
+        self.p, self.shot, self.read = p, shot, read
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        # Parameters drawn on the CPU's stream, as RandomNoise; the noise only for the chosen images (the
+        # op is on for a few of them, and a whole batch of randn and sqrt costs more than the rest together).
+        chosen = torch.rand(n) < self.p
+        shot, read = torch.empty(n).uniform_(*self.shot), torch.empty(n).uniform_(*self.read)
+        if not bool(chosen.any()):
+            return x
+        idx = torch.nonzero(chosen).flatten()
+        sub = x[idx.to(x.device)]
+        shot = shot[idx].to(x.device, x.dtype).view(-1, 1, 1, 1)
+        read = read[idx].to(x.device, x.dtype).view(-1, 1, 1, 1)
+        std = (shot.square() * sub.clamp(0.0, 1.0) + read.square()).sqrt()
+        out = x.clone()
+        out[idx.to(x.device)] = (sub + torch.randn_like(sub) * std).clamp(0.0, 1.0)
+        return out
 
 
 def train_input(faces: Tensor, augment: Augment, size: int, channels_last: bool) -> Tensor:

@@ -34,6 +34,8 @@ from .validate import predict_logits
 LICENSE = ("Weights trained on UTKFace / MORPH / IMDB-WIKI: non-commercial research use only (dataset terms)")
 #: The terms of each backbone's starting weights, added to :data:`LICENSE` in a bundle's manifest.
 INIT_LICENSES = {"efficientnet_lite0": "EfficientNet-Lite0 ImageNet initialisation: Apache-2.0",
+                 "efficientnet_lite1": "EfficientNet-Lite1 ImageNet initialisation: Apache-2.0",
+                 "efficientnet_lite2": "EfficientNet-Lite2 ImageNet initialisation: Apache-2.0",
                  "dlib_resnet": "dlib face-recognition ResNet initialisation: CC0"}
 INTERVALS = (0.5, 0.8, 0.9, 0.95)
 

