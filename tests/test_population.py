@@ -344,7 +344,8 @@ def test_analyze_unique_counts_a_repeated_guest_once(tmp_path: Path, utkface_dir
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "summary.json").read_text())
     assert doc["faces"] == 5 and doc["people"] == 3 and doc["unique"]["people"] == 3
-    assert sum(r["count"] for r in doc["age"]) == pytest.approx(3)
+    # each band's count is rounded to 0.1, so their sum is 3 within half a tenth per band
+    assert sum(r["count"] for r in doc["age"]) == pytest.approx(3, abs=0.05 * len(doc["age"]))
     record = json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0])
     assert len(record["faces"][0]["descriptor"]) == 128
     again = runner.invoke(app, ["summarize", str(tmp_path / "r.jsonl"), "--out", str(tmp_path / "s2")])

@@ -255,8 +255,10 @@ def test_live_tally_is_in_each_answer_and_outlives_the_session(server: str, scen
         assert opened.json()["bands"] == ["0-24", "25-49", "50-74", "75-99", "100+"]
         session = opened.json()["session"]
         tallies = []
+        # Sent 0.1 s apart: the 12 frames span 1.1 s, over the second a track needs to count as a person
+        # (video.people.is_glimpse, the rule video and the live tally share).
         for i, jpeg in enumerate(scene_frames):
-            answer = client.post(f"/v1/live/sessions/{session}/frames", params={"t": i / 12}, content=jpeg,
+            answer = client.post(f"/v1/live/sessions/{session}/frames", params={"t": i / 10}, content=jpeg,
                                  headers={"Content-Type": "image/jpeg"})
             assert answer.status_code == 200, answer.text
             tallies.append(answer.json()["tally"])
