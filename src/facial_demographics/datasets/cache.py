@@ -71,6 +71,13 @@ class FaceCache:
         return self.index["status"] != "unreadable"
 
 
+def row_sources(rows: pd.DataFrame) -> np.ndarray:
+    """Each index row's dataset (the ``source`` column, "" where unknown or for caches made before it)."""
+    if "source" not in rows:
+        return np.full(len(rows), "", dtype=object)
+    return rows["source"].fillna("").astype(str).to_numpy()
+
+
 def load_cache(path: str | Path) -> FaceCache:
     """Open a cache directory: the one cache reader (training, evaluation, robustness, calibration).
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..datasets.cache import load_cache, split_faces
+from ..datasets.cache import load_cache, row_sources, split_faces
 from ..errors import InvalidValueError
 from ..evaluation.metrics import reliability
 from ..labels import FEMALE, GENDER_AGE_BAND_EDGES, GENDER_AGE_BANDS, INTERVAL_BAND_EDGES
@@ -136,7 +136,7 @@ def calibrate_bundle(bundle_dir: Path, cache_dir: Path, split_file: Path | str, 
     outputs, rows = split_outputs(bundle, cache_dir, Path(split_file), split, batch_size)
     logits = outputs[head.output].astype(np.float64)
     ages = rows["age"].to_numpy(dtype=np.float64)
-    domains = (rows["source"].fillna("").astype(str) if "source" in rows else pd.Series([""] * len(rows))).to_numpy()
+    domains = row_sources(rows)
     before = domain_coverage(head.with_temperature(1.0), logits, ages, domains, target)
     if by_band:
         fitted = fit_band_temperatures(head, logits, ages, domains, target)

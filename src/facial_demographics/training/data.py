@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..datasets.cache import FaceCache
+from ..datasets.cache import FaceCache, row_sources
 from ..datasets.errors import DataError
 from ..datasets.splits import read_split
 from ..labels import AGE_BANDS, AGE_GROUPS, FEMALE, MALE, age_band_indices, age_buckets, gender_codes
@@ -170,8 +170,7 @@ class FaceBatches:
             self.sample_weight = np.where(self.buckets >= 0, age_weights[np.maximum(self.buckets, 0)], 0.0)
         self.gender_weight: np.ndarray | None = None
         if gender_balance == "per_dataset":
-            sources = idx["source"].fillna("").astype(str) if "source" in idx else pd.Series([""] * len(idx))
-            self.sources = sources.to_numpy()
+            self.sources = row_sources(idx)
             self.gender_weight = per_dataset_gender_weights(self.genders, self.sources)
 
     def gender_balance_summary(self) -> str:
