@@ -248,7 +248,38 @@ def test_gender_balance_per_dataset_weighs_a_mostly_male_dataset_and_trains(tmp_
     assert FaceBatches(c, rows, 8, shuffle=True).gender_weight is None  # the default leaves the loss as it was
     lines: list[str] = []
     result = train(cfg, tmp_path / "run", progress=False, log=lines.append)
-    assert any(line.startswith("gender balance per dataset: ") for line in lines)
+    assert any(line.startswith("gender-loss weights: ") and "balance per_dataset" in line for line in lines)
     assert np.isfinite(result.history[-1]["train_loss"])
     with pytest.raises(ConfigError, match="data.gender_balance"):
         _tiny(cache_dir, split, data={"gender_balance": "sometimes"})
+
+
+def test_child_gender_weight_multiplies_the_gender_term_of_children_only(tmp_path: Path) -> None:
+    cache_dir, split = make_cache(tmp_path / "kids", n=48, size=32)
+    index = pd.read_parquet(cache_dir / "index.parquet")
+    index["age"] = np.tile([3.0, 10.0, 12.9, 13.0, 30.0, 70.0], 8)  # three children (0-12), three not
+    index.loc[5, "age"] = np.nan  # unknown age: not a child
+    index.to_parquet(cache_dir / "index.parquet")
+    c = load_cache(cache_dir)
+    cfg = _tiny(cache_dir, split, data={"child_gender_weight": 2.5}, train={"epochs": 1})
+    rows = split_rows(c, cfg, "train")
+    plain = FaceBatches(c, rows, 8, shuffle=True)
+    kids = FaceBatches(c, rows, 8, shuffle=True, child_gender_weight=2.5)
+    assert plain.gender_weight is None and kids.gender_weight is not None
+    child = ~np.isnan(kids.ages) & (kids.ages < 13)
+    assert child.any() and (~child).any()
+    known = kids.genders >= 0
+    assert np.allclose(kids.gender_weight[child & known], 2.5) and np.allclose(kids.gender_weight[~child & known], 1)
+    assert (kids.gender_weight[~known] == 0).all()
+    # on top of the per-dataset balance: children weigh 2.5 times what the balance alone gives them
+    both = FaceBatches(c, rows, 8, shuffle=True, gender_balance="per_dataset", child_gender_weight=2.5)
+    balanced = FaceBatches(c, rows, 8, shuffle=True, gender_balance="per_dataset")
+    assert both.gender_weight is not None and balanced.gender_weight is not None
+    assert np.allclose(both.gender_weight, np.where(child, 2.5, 1.0) * balanced.gender_weight)
+    assert "children 0-12" in both.gender_balance_summary()
+    lines: list[str] = []
+    result = train(cfg, tmp_path / "run", progress=False, log=lines.append)
+    assert any("children 0-12 x2.5" in line for line in lines)
+    assert np.isfinite(result.history[-1]["train_loss"])
+    with pytest.raises(ConfigError, match="data.child_gender_weight"):
+        _tiny(cache_dir, split, data={"child_gender_weight": 0})

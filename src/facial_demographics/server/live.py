@@ -161,19 +161,25 @@ def count_ended(tally: LiveTally, ended: Sequence[Any], glimpses: set[int]) -> N
             tally.update(track, ended=True)
 
 
-def _track_step(state: _Session, image: Any, frame: int, when: float) -> tuple[Any, tuple[Any, ...], set[int]]:
+def _track_step(state: _Session, image: Any, frame: int,
+                when: float) -> tuple[Any, tuple[Any, ...], set[int], list[Any]]:
     """One tracker step (in a worker thread): the step, the final answers of the tracks it ended (with their
-    ``person_id`` when re-identification is on) and which of them were glimpses. The tracker forgets the
-    ended tracks (the grouping keeps what matching needs)."""
+    ``person_id`` when re-identification is on), which of them were glimpses, and the open tracks that
+    count as people already. The tracker forgets the ended tracks (the grouping keeps what matching needs)."""
+    from ..video.people import is_glimpse
+
     tracker = state.tracker
     step = tracker.step(image, frame, when)
     glimpses = _glimpses(tracker, step.ended)
+    # An open track counts once its usable face has spanned the second that makes a person: counted any
+    # sooner, a face shown for half a second would be in the running tally and gone from the final one.
+    people = [t for t in step.tracks if not is_glimpse(tracker.evidence(t.track_id))]
     ended = step.ended
     if state.people is not None and state.people.reid is not None:
         state.people.reid.observe(image, when, step.faces)
         ended = tuple(state.people.end(step.ended, tracker.evidence))
     tracker.drop_ended()
-    return step, ended, glimpses
+    return step, ended, glimpses, people
 
 
 _FRAME_BODY = {
@@ -348,10 +354,10 @@ class LiveSessions:
             raise ApiError(503, "server_busy", "too many live frames at once; retry",
                            headers={"Retry-After": "1"}) from None
         try:
-            step, ended, glimpses = await run_in_threadpool(_track_step, state, image, state.frames, when)
+            step, ended, glimpses, people = await run_in_threadpool(_track_step, state, image, state.frames, when)
         finally:
             self.workers.release()
-        for track in step.tracks:
+        for track in people:
             state.tally.update(track, ended=False)
         count_ended(state.tally, ended, glimpses)
         state.frames += 1

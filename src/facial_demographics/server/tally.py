@@ -5,9 +5,10 @@ through short occlusions); when the tracker re-identifies people and gives track
 with the same ``person_id`` are one person (someone who leaves and comes back is not counted again), and a
 track counted before it was recognised moves to its person. A person's band and gender are their latest
 combined answer while in view and their final answer once their track has ended; a gender the tracker has
-not decided yet (the model is unsure) counts as ``unknown``. A track that ends without a usable face for at
-least a second (a *glimpse*, ``video.people.is_glimpse``: mostly the detector's rare false positives) is
-taken out again, so the tally counts people by the ``video`` command's rule. A live session re-identifies
+not decided yet (the model is unsure) counts as ``unknown``. A track counts from when its usable face has
+spanned a second; one that never does (a *glimpse*, ``video.people.is_glimpse``: mostly the detector's rare
+false positives) is never counted, so the running and the final tally count people by the ``video``
+command's rule. A live session re-identifies
 people when dlib is installed (``live.py``); ``reid`` says whether it does, and ``note`` why not.
 
 Memory is bounded: a session remembers at most ``MAX_PEOPLE`` people by key; past that, the one not seen

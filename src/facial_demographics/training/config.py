@@ -56,6 +56,9 @@ class DataConfig:
     # same in total, and each dataset as much as its faces. MORPH is 85 % men; unweighted, mixing it in moves
     # the gender prior, which decides the faces the network cannot read (young children).
     gender_balance: str = "none"
+    # Gender-loss weight of children (labels.AGE_BANDS[0], 0-12), on top of gender_balance. Their sex is the
+    # hardest to read; mixing in MORPH's adults cost UTKFace's children 4 points of gender accuracy twice.
+    child_gender_weight: float = 1.0
     limit_batches: int = 0  # >0: at most this many train batches per epoch (quick runs)
     limit_val: int = 0  # >0: evaluate on at most this many val faces
 
@@ -330,6 +333,7 @@ def validate(cfg: RunConfig) -> RunConfig:
              "must be 'shuffle', 'balanced' or 'race_age'")
     _require(0 < d.sampler_power <= 1, "data.sampler_power", "must be in (0, 1]")
     _require(d.gender_balance in ("none", "per_dataset"), "data.gender_balance", "must be 'none' or 'per_dataset'")
+    _require(0 < d.child_gender_weight <= 10, "data.child_gender_weight", "must be in (0, 10]")
     _require(d.limit_batches >= 0, "data.limit_batches", "must be >= 0")
     _require(d.limit_val >= 0, "data.limit_val", "must be >= 0")
     _require(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}")

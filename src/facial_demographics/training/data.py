@@ -150,10 +150,11 @@ class FaceBatches:
     def __init__(self, cache: FaceCache, rows: np.ndarray, batch_size: int, *, shuffle: bool,
                  seed: int = 0, sampler: str = "shuffle", sampler_power: float = 1.0, limit_batches: int = 0,
                  age_weights: np.ndarray | None = None, teacher: np.ndarray | None = None,
-                 gender_balance: str = "none"):
+                 gender_balance: str = "none", child_gender_weight: float = 1.0):
         """``sampler``: "shuffle" (a permutation per epoch) or a balancing ``data.sampler`` ("balanced",
         "race_age": draws with replacement, see :func:`sampling_probabilities`); ``teacher``: (len(cache), D)
-        descriptors for every cache row (``[teacher]``), or None; ``gender_balance``: ``data.gender_balance``."""
+        descriptors for every cache row (``[teacher]``), or None; ``gender_balance``, ``child_gender_weight``: the
+        ``data`` keys of those names."""
         self.cache, self.rows, self.batch_size = cache, rows, batch_size
         self.teacher = teacher
         self.shuffle, self.seed, self.limit_batches = shuffle, seed, limit_batches
@@ -169,21 +170,29 @@ class FaceBatches:
         if age_weights is not None:
             self.sample_weight = np.where(self.buckets >= 0, age_weights[np.maximum(self.buckets, 0)], 0.0)
         self.gender_weight: np.ndarray | None = None
+        self.sources = row_sources(idx)
+        self.children = ~np.isnan(self.ages) & (age_band_indices(np.nan_to_num(self.ages)) == 0)
         if gender_balance == "per_dataset":
-            self.sources = row_sources(idx)
             self.gender_weight = per_dataset_gender_weights(self.genders, self.sources)
+        if child_gender_weight != 1.0:
+            base = self.gender_weight if self.gender_weight is not None else (self.genders >= 0).astype(float)
+            self.gender_weight = np.where(self.children, base * child_gender_weight, base)
 
     def gender_balance_summary(self) -> str:
-        """'UTKFace: men x0.96, women x1.04; ...', the weights of ``data.gender_balance`` for the log."""
+        """'UTKFace: men 7000 x0.96, women 6500 x1.04 (children 0-12: 1200, x2.00 of that); ...': the
+        gender-loss weights (``data.gender_balance``, ``data.child_gender_weight``) for the log."""
         if self.gender_weight is None:
             return "none"
         parts = []
         for source in np.unique(self.sources):
             mine = self.sources == source
-            by_sex = {sex: self.gender_weight[mine & (self.genders == code)]
+            by_sex = {sex: self.gender_weight[mine & (self.genders == code) & ~self.children]
                       for sex, code in (("men", MALE), ("women", FEMALE))}
-            parts.append(f"{source or '?'}: "
-                         + ", ".join(f"{sex} {len(w)} x{w[0]:.2f}" for sex, w in by_sex.items() if len(w)))
+            text = ", ".join(f"{sex} {len(w)} x{w[0]:.2f}" for sex, w in by_sex.items() if len(w))
+            kids = mine & self.children & (self.genders >= 0)
+            if kids.any():
+                text += f" (and {int(kids.sum())} children 0-12)"
+            parts.append(f"{source or '?'}: {text}")
         return "; ".join(parts)
 
     def __len__(self) -> int:

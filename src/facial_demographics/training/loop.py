@@ -128,12 +128,14 @@ def _setup_data(cfg: RunConfig, log: Log) -> _Setup:
     train = FaceBatches(cache, train_rows, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
                         sampler=cfg.data.sampler, sampler_power=cfg.data.sampler_power,
                         limit_batches=cfg.data.limit_batches,
-                        age_weights=age_w, teacher=teacher, gender_balance=cfg.data.gender_balance)
+                        age_weights=age_w, teacher=teacher, gender_balance=cfg.data.gender_balance,
+                        child_gender_weight=cfg.data.child_gender_weight)
     val = FaceBatches(cache, val_rows, cfg.train.eval_batch_size, shuffle=False)
     log(f"data: {cache.path} (S={cache.size}), train {len(train_rows)} faces, val {len(val_rows)} faces, "
         f"{len(train)} batches/epoch of {cfg.train.batch_size}")
     if train.gender_weight is not None:
-        log(f"gender balance per dataset: {train.gender_balance_summary()}")
+        log(f"gender-loss weights: {train.gender_balance_summary()}"
+            f" (balance {cfg.data.gender_balance}, children 0-12 x{cfg.data.child_gender_weight:g})")
     if teacher is not None:
         described = int((~np.isnan(teacher[train_rows]).any(1)).sum())
         log(f"teacher: {cfg.teacher.descriptors}, {described}/{len(train_rows)} train faces with a descriptor, "
