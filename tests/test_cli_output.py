@@ -128,3 +128,26 @@ def test_long_file_names_are_annotated_safely(tmp_path: Path, astronaut: np.ndar
     assert len(names) == 3 and max(len(n.encode()) for n in names) < 130
     assert "short.jpg" in names and all(n.endswith(".jpg") for n in names)
     assert annotated_name(str(folder / long_a), set()) != annotated_name(str(folder / long_b), set())
+
+
+def test_ctrl_c_waits_until_a_result_is_written_and_counted(tmp_path: Path) -> None:
+    from facial_demographics.output import OutputFormat, ResultWriter, ctrl_c_deferred
+
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of writing...
+            time.sleep(0.05)
+            steps.append("counted")  # ...still lets the block finish
+        steps.append("after the block")  # never reached: the interrupt comes as the block ends
+    assert steps == ["counted"]
+    with open(tmp_path / "out.jsonl", "w", encoding="utf-8") as stream:
+        writer = ResultWriter(OutputFormat.jsonl, stream)
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c_deferred():  # nested, as analyze uses it: the outer block decides
+                os.kill(os.getpid(), signal.SIGINT)
+                writer.write({"path": "a.jpg", "faces": []})
+                steps.append("written")
+        writer.close()
+    assert steps[-1] == "written" and writer.count == 1
+    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8").count('"path"') == 1

@@ -128,8 +128,8 @@ def test_built_network_trains_a_step_and_exports(variant: str, tmp_path: Path) -
     assert f"EfficientNet-Lite{variant[-1]} ImageNet initialisation: Apache-2.0" in report.manifest["license"]
 
 
-def test_v04_lite1_is_v04_morph_with_lite1() -> None:
-    lite1, morph = load_config("v04_lite1").to_dict(), load_config("v04_morph").to_dict()
+def test_v04_lite1_is_v04_children_with_lite1() -> None:
+    lite1, morph = load_config("v04_lite1").to_dict(), load_config("v04_children").to_dict()
     assert lite1["model"]["name"] == "efficientnet_lite1" and lite1["name"] == "v04_lite1"
     for raw in (lite1, morph):
         raw["model"].pop("name")

@@ -7,11 +7,15 @@ and on a crash alike, so whatever was finished is kept and the file is well form
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any
@@ -136,6 +140,28 @@ def open_output(output: Path | None) -> IO[str]:
         raise OutputError(f"{output}: cannot write here ({exc.strerror or exc})") from None
 
 
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block ends, then deliver it (KeyboardInterrupt); blocks may nest.
+
+    Python raises KeyboardInterrupt between any two bytecodes, also inside a flush that the signal cut
+    short: a result could be on disk but not counted, and "interrupted after N" would miss it (seen under
+    load). A handler swapped in for the block, not a signal mask: the OS may hand a process's SIGINT to any
+    thread (ONNX Runtime's, say), but Python runs handlers in the main thread. Elsewhere the block runs as
+    it is (signal handlers can only be set from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # to the restored handler: KeyboardInterrupt, or an outer block
+
+
 class ResultWriter:
     """Writes results in one format to one stream; ``close`` is idempotent and always leaves valid output."""
 
@@ -155,7 +181,14 @@ class ResultWriter:
         stream.flush()
 
     def write(self, result: dict[str, Any]) -> None:
-        """Add one image's result (``ImageResult.to_dict()``) and flush it to the stream."""
+        """Add one image's result (``ImageResult.to_dict()``) and flush it to the stream. A result is written
+        and counted, or neither: Ctrl-C waits until both are done (see :func:`ctrl_c_deferred`)."""
+        with ctrl_c_deferred():
+            self._write(result)
+            self.count += 1
+            self.stream.flush()
+
+    def _write(self, result: dict[str, Any]) -> None:
         if self.fmt is OutputFormat.table:
             self._table.append(result)
         elif self.fmt is OutputFormat.jsonl:
@@ -166,8 +199,6 @@ class ResultWriter:
         else:
             assert self._csv is not None
             self._csv.writerows(csv_rows(result, self.landmarks))
-        self.count += 1
-        self.stream.flush()
 
     def close(self) -> None:
         """Finish the output (closing bracket, rendered table) and close the file (never stdout)."""

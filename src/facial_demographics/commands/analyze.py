@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from ..inputs import IMAGE_SUFFIXES, expand_inputs, named_input_problems
-from ..output import OutputError, OutputFormat, make_folder
+from ..output import OutputError, OutputFormat, ctrl_c_deferred, make_folder
 from ._common import (
     EXIT_FAILED_ITEMS,
     EXIT_INTERRUPTED,
@@ -295,13 +295,15 @@ def _analyze_into(
                 _annotate_to(annotate, inputs[i], pixels, result.faces, taken)
             if describer is not None and pixels is not None:
                 _describe(describer, pixels, record)
-            writer.write(record)
-            if collected is not None:
-                collected.add_image(record)
-            run.done += 1
-            run.faces += len(result.faces)
+            # Written, collected for --summary and counted together: after Ctrl-C all three agree.
+            with ctrl_c_deferred():
+                writer.write(record)
+                if collected is not None:
+                    collected.add_image(record)
+                run.done += 1
+                run.faces += len(result.faces)
+                run.unreadable += not result.ok
             if not result.ok:
-                run.unreadable += 1
                 error_line(f"{result.path}: {result.error}")
 
 
