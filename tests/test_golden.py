@@ -27,8 +27,10 @@ from facial_demographics.pipeline import FaceAnalyzer
 
 # name: (version, sha256 of model.onnx, precision, flip TTA, age, age interval, age group, P(female))
 PINNED = {
-    # Re-quantised with 7-bit weights (quantize.quantize_graph says why): the same answer on CPUs with and
-    # without VNNI. The 8-bit graphs read her as 33.06 on one and 25.59 on the other.
+    # Re-quantised with 7-bit weights (quantize.quantize_graph says why). INT8 kernels still differ by CPU:
+    # pinned from an AVX2-only EPYC; an AVX-512 VNNI EPYC answers 34.38 (25.89-44.87), P(female) 0.9054 and
+    # fast 33.30 (24.63-43.91), 0.9250, within INT8_TOLERANCE. The 8-bit graphs read her as 33.06 on one
+    # and 25.59 on the other, far outside it.
     "default": ("0.3.0", "9535b1ca34cc8bd21e16f5907a2f25d2d4a3d0da75487309061b50dc86b7e163", "int8", True,
                 34.23, (25.71, 44.56), "25-49", 0.9054),
     "fast": ("0.3.0", "7e9361a8b10ef36be2e05132744bc97d5629e364d3b1a14bfae16a0ba42f71c1", "int8", False,
@@ -48,17 +50,24 @@ def test_shipped_model_is_the_pinned_one(name: str) -> None:
     assert spec.sha256["model.onnx"] == sha
 
 
+#: (age, interval ends, P(female)) tolerance: fp32 differs by ONNX Runtime run and CPU in the last digits;
+#: INT8 by CPU instruction set (the kernels round differently), by up to 0.15 / 0.52 / 0.002 measured.
+FP32_TOLERANCE = (0.05, 0.05, 0.002)
+INT8_TOLERANCE = (0.3, 0.8, 0.005)
+
+
 @pytest.mark.parametrize("name", list(PINNED))
 def test_astronaut_answer_is_unchanged(name: str) -> None:
     age, interval, age_group, p_female = PINNED[name][4:]
+    age_tol, interval_tol, p_tol = INT8_TOLERANCE if PINNED[name][2] == "int8" else FP32_TOLERANCE
     result = FaceAnalyzer(name).analyze(SAMPLE_PHOTO)
     assert result.ok and (result.width, result.height) == (512, 512)
     [face] = result.faces
     assert face.box == pytest.approx((179.35, 56.67, 271.52, 178.17), abs=0.5)
     assert face.score > 0.999
     assert face.landmarks[0] == pytest.approx((204.09, 100.63), abs=0.5)  # her right eye
-    assert face.age == pytest.approx(age, abs=0.05)
-    assert face.age_interval == pytest.approx(interval, abs=0.05)
+    assert face.age == pytest.approx(age, abs=age_tol)
+    assert face.age_interval == pytest.approx(interval, abs=interval_tol)
     assert face.age_group == age_group
     assert face.gender == "female"
-    assert face.gender_probability == pytest.approx(p_female, abs=0.002)
+    assert face.gender_probability == pytest.approx(p_female, abs=p_tol)
