@@ -242,7 +242,7 @@ def test_gender_balance_per_dataset_weighs_a_mostly_male_dataset_and_trains(tmp_
     men = batches.gender_weight[morph & (batches.genders == 0)]
     women = batches.gender_weight[morph & (batches.genders == 1)]
     assert men.sum() == pytest.approx(women.sum()) and women.min() > 1 > men.max()
-    assert "morph: men" in batches.gender_balance_summary() and "synthetic: men" in batches.gender_balance_summary()
+    assert "morph: men" in batches.gender_weight_summary() and "synthetic: men" in batches.gender_weight_summary()
     _, labels = next(batches.epoch(0))
     assert labels.gender_weight is not None and labels.gender_weight.shape == labels.gender.shape
     assert FaceBatches(c, rows, 8, shuffle=True).gender_weight is None  # the default leaves the loss as it was
@@ -276,7 +276,7 @@ def test_child_gender_weight_multiplies_the_gender_term_of_children_only(tmp_pat
     balanced = FaceBatches(c, rows, 8, shuffle=True, gender_balance="per_dataset")
     assert both.gender_weight is not None and balanced.gender_weight is not None
     assert np.allclose(both.gender_weight, np.where(child, 2.5, 1.0) * balanced.gender_weight)
-    assert "children 0-12" in both.gender_balance_summary()
+    assert "children 0-12" in both.gender_weight_summary()
     lines: list[str] = []
     result = train(cfg, tmp_path / "run", progress=False, log=lines.append)
     assert any("children 0-12 x2.5" in line for line in lines)

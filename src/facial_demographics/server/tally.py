@@ -106,7 +106,8 @@ class LiveTally:
             self.folded[oldest.band, oldest.gender] += 1
 
     def discard(self, track: Any) -> None:
-        """Take out ``track``, a glimpse that was counted while in view."""
+        """Take out ``track``, an ended glimpse. Open tracks count only once they are not glimpses (``live.py``),
+        so this is a safeguard: a glimpse never stays in the tally, whoever counted it."""
         if not self.ended:
             self.people.pop(("track", int(track.track_id)), None)
 

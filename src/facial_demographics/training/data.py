@@ -178,7 +178,7 @@ class FaceBatches:
             base = self.gender_weight if self.gender_weight is not None else (self.genders >= 0).astype(float)
             self.gender_weight = np.where(self.children, base * child_gender_weight, base)
 
-    def gender_balance_summary(self) -> str:
+    def gender_weight_summary(self) -> str:
         """'UTKFace: men 7000 x0.96, women 6500 x1.04 (children 0-12: 1200, x2.00 of that); ...': the
         gender-loss weights (``data.gender_balance``, ``data.child_gender_weight``) for the log."""
         if self.gender_weight is None:

@@ -134,7 +134,7 @@ def _setup_data(cfg: RunConfig, log: Log) -> _Setup:
     log(f"data: {cache.path} (S={cache.size}), train {len(train_rows)} faces, val {len(val_rows)} faces, "
         f"{len(train)} batches/epoch of {cfg.train.batch_size}")
     if train.gender_weight is not None:
-        log(f"gender-loss weights: {train.gender_balance_summary()}"
+        log(f"gender-loss weights: {train.gender_weight_summary()}"
             f" (balance {cfg.data.gender_balance}, children 0-12 x{cfg.data.child_gender_weight:g})")
     if teacher is not None:
         described = int((~np.isnan(teacher[train_rows]).any(1)).sum())
