@@ -144,12 +144,12 @@ class _Session:
             self.tracker.drop_ended()
 
 
-def _glimpses(tracker: Any, ended: Sequence[Any]) -> set[int]:
-    """The ended tracks that are glimpses (``video.people.is_glimpse``, the rule ``video`` counts by):
-    nobody, for the tally."""
+def _glimpses(tracker: Any, tracks: Sequence[Any]) -> set[int]:
+    """The ids of ``tracks`` that are glimpses (``video.people.is_glimpse``, the rule ``video`` counts by):
+    nobody, for the tally (an open one: nobody yet)."""
     from ..video.people import is_glimpse
 
-    return {t.track_id for t in ended if is_glimpse(tracker.evidence(t.track_id))}
+    return {t.track_id for t in tracks if is_glimpse(tracker.evidence(t.track_id))}
 
 
 def count_ended(tally: LiveTally, ended: Sequence[Any], glimpses: set[int]) -> None:
@@ -166,14 +166,13 @@ def _track_step(state: _Session, image: Any, frame: int,
     """One tracker step (in a worker thread): the step, the final answers of the tracks it ended (with their
     ``person_id`` when re-identification is on), which of them were glimpses, and the open tracks that
     count as people already. The tracker forgets the ended tracks (the grouping keeps what matching needs)."""
-    from ..video.people import is_glimpse
-
     tracker = state.tracker
     step = tracker.step(image, frame, when)
     glimpses = _glimpses(tracker, step.ended)
     # An open track counts once its usable face has spanned the second that makes a person: counted any
     # sooner, a face shown for half a second would be in the running tally and gone from the final one.
-    people = [t for t in step.tracks if not is_glimpse(tracker.evidence(t.track_id))]
+    not_yet = _glimpses(tracker, step.tracks)
+    people = [t for t in step.tracks if t.track_id not in not_yet]
     ended = step.ended
     if state.people is not None and state.people.reid is not None:
         state.people.reid.observe(image, when, step.faces)
