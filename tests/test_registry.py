@@ -54,12 +54,15 @@ def test_unknown_name_and_paths(tiny_bundle: Path, tmp_path: Path, monkeypatch: 
     assert resolve_name(str(registry.MODELS_DIR / "fp32")) == "fp32"
 
 
-def test_fast_and_default_agree_on_the_astronaut(astronaut: np.ndarray) -> None:
+def test_the_shipped_models_agree_on_the_astronaut(astronaut: np.ndarray) -> None:
+    """INT8 keeps fp32's answer; every bundle's interval holds her age (about 36). The gender is not asked
+    for: 0.4.0 is unsure of her (test_golden says why), so the models may differ there."""
     faces = {name: FaceAnalyzer(name).analyze(astronaut).faces for name in ("default", "fast", "fp32")}
     for name, [face] in faces.items():
-        assert face.gender == "female", name
         assert 25 <= face.age <= 50, (name, face.age)
+        assert face.age_interval[0] <= 36 <= face.age_interval[1], (name, face.age_interval)
     assert abs(faces["default"][0].age - faces["fp32"][0].age) < 1.5
+    assert faces["default"][0].gender == faces["fp32"][0].gender
 
 
 def test_list_models_reports_each_manifest() -> None:

@@ -39,11 +39,11 @@ class RegistryEntry:
 
 
 ENTRIES: dict[str, RegistryEntry] = {e.name: e for e in (
-    RegistryEntry("default", "the recommended model: EfficientNet-Lite0 at 112 px with flip test-time "
-                  "augmentation, INT8"),
+    RegistryEntry("default", "the recommended model: EfficientNet-Lite1 at 112 px trained on UTKFace and "
+                  "MORPH, with flip test-time augmentation, INT8"),
     RegistryEntry("fast", "the default's network without flip test-time augmentation, INT8: about twice the "
                   "faces per second at a little accuracy"),
-    RegistryEntry("fp32", "the default's float (fp32) graph, as exported from training (0.3.0): the reference, "
+    RegistryEntry("fp32", "the default's float (fp32) graph, as exported from training (0.4.0): the reference, "
                   "and the one to use on a GPU"),
     RegistryEntry("seed", "the seed report's own system (separable CNN at 198 px, 5 age classes + gender), "
                   "reproduced by its recipe: far weaker than the default, kept for comparison"),
