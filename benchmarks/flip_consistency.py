@@ -18,9 +18,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from facial_demographics.datasets.cache import load_cache, split_faces
 from facial_demographics.model import AgeGenderModel, ModelBundle
+from facial_demographics.training.compare import to_markdown
 
 
 def both_passes(model: AgeGenderModel, faces: np.ndarray, batch: int = 128) -> tuple[np.ndarray, ...]:
@@ -50,12 +52,6 @@ def row(name: str, true_age: np.ndarray, passes: tuple[np.ndarray, ...]) -> dict
     }
 
 
-def markdown(rows: list[dict[str, str]]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
-    return "\n".join(lines + ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="bundle name or folder (repeatable)")
@@ -76,7 +72,7 @@ def main() -> int:
         table = [row(f"{name} {bundle.spec.version}", true_age, both_passes(AgeGenderModel(bundle), faces))
                  for name, bundle in models]
         print(f"\n{split_file}, {args.split} split: {len(faces)} aligned faces\n")
-        print(markdown(table))
+        print(to_markdown(pd.DataFrame(table)), end="")
     return 0
 
 

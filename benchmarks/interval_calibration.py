@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,22 +56,32 @@ def load_sets(bundle: ModelBundle, cache_dir: Path, utk_split: str, morph_split:
     return pd.concat(frames, ignore_index=True)
 
 
-def fit(method: str, head: AgeHead, rows: pd.DataFrame) -> AgeHead:
-    """``head`` calibrated by ``method``: "<global|per band>, <UTKFace|both>[, edges a/b/c]"."""
-    edges = INTERVAL_BAND_EDGES
-    if ", edges " in method:
-        method, spec = method.split(", edges ")
-        edges = tuple(int(e) for e in spec.split("/"))
-    if method.endswith("UTKFace"):
+@dataclass(frozen=True)
+class Method:
+    """One way to fit the interval: one temperature or one per predicted-age band (``edges``), fitted on
+    UTKFace alone or on both datasets."""
+
+    per_band: bool
+    both: bool
+    edges: tuple[int, ...] = INTERVAL_BAND_EDGES
+
+    @property
+    def name(self) -> str:
+        name = f"{'per band' if self.per_band else 'global'}, {'both' if self.both else 'UTKFace'}"
+        return name if self.edges == INTERVAL_BAND_EDGES else f"{name}, edges {'/'.join(map(str, self.edges))}"
+
+
+def fit(method: Method, head: AgeHead, rows: pd.DataFrame) -> AgeHead:
+    if not method.both:
         rows = rows[rows["domain"] == "utkface"]
     logits, ages = np.stack(rows["logits"]), rows["age"].to_numpy()
     domains = rows["domain"].to_numpy()
-    if method.startswith("per band"):
-        return fit_band_temperatures(head, logits, ages, domains, TARGET, edges)
+    if method.per_band:
+        return fit_band_temperatures(head, logits, ages, domains, TARGET, method.edges)
     return head.with_temperature(fit_temperature(head, logits, ages, domains, TARGET))
 
 
-def cross_fitted(method: str, head: AgeHead, data: pd.DataFrame) -> pd.DataFrame:
+def cross_fitted(method: Method, head: AgeHead, data: pd.DataFrame) -> pd.DataFrame:
     """Each measured face's interval from a fit that did not see it (2 folds by a hash of the key)."""
     fold = data["key"].map(lambda k: zlib.crc32(k.encode()) % 2)
     measured = []
@@ -127,9 +138,9 @@ def main() -> int:
     bundle = ModelBundle.load(args.model)
     data = load_sets(bundle, args.cache, args.utk_split, args.morph_split, args.morph_fit)
     head = bundle.spec.age
-    methods = ["global, UTKFace", "per band, UTKFace", "global, both", "per band, both"]
-    methods += [f"per band, both, edges {e.replace(',', '/')}" for e in args.edges]
-    table = pd.DataFrame([row(m, cross_fitted(m, head, data)) for m in methods])
+    methods = [Method(per_band, both) for both in (False, True) for per_band in (False, True)]
+    methods += [Method(True, True, tuple(int(e) for e in edges.split(","))) for edges in args.edges]
+    table = pd.DataFrame([row(m.name, cross_fitted(m, head, data)) for m in methods])
     print(f"\nmodel {bundle.spec.name} {bundle.manifest.get('version')}; target {TARGET:.0%}; "
           f"MORPH fit faces: {args.morph_fit}\n")
     print(markdown(table))
