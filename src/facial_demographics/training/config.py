@@ -182,6 +182,10 @@ class TrainConfig:
     # validation stay fp32). On CPUs with AVX512-BF16 the seed network's training step ran 1.45x faster.
     precision: str = "fp32"
     select: str = "val_mae"  # metric choosing best.pt
+    # Fine-tuning: the first round starts from these weights instead of model.pretrained's: a training
+    # checkpoint (.pt, its EMA weights) or an fp32 bundle, by registry name or directory (training/unfold.py
+    # rebuilds the network and its BatchNorms from the graph). "" = off.
+    start_from: str = ""
 
 
 @dataclass

@@ -9,6 +9,7 @@ scheduler and EMA in :mod:`.optim`, validation in :mod:`.validate`, records and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from ..datasets.cache import FaceCache, load_cache
 from ..labels import AGE_GROUPS, age_buckets, gender_codes
+from ..registry import resolve as resolve_bundle
 from . import distributed as ddp_hooks  # DDP hooks (training/distributed.py): identity in one process
 from .checkpoint import Best, Checkpoint, CheckpointSaver, atomic_write_text, rng_state, seed_everything, set_rng_state
 from .config import SELECT_METRICS, RoundConfig, RunConfig
@@ -33,10 +35,13 @@ from .data import Augment, FaceBatches, balanced_weights, split_rows, teacher_ta
 from .losses import MultiTaskLoss, flip_consistency
 from .models import AgeGenderNet, build_model, count_parameters, head_spec
 from .optim import make_ema, make_optimizer, make_scheduler
+from .unfold import weights_from_bundle
 from .validate import eval_model, evaluate, predict_logits
 
 __all__ = ["EpochState", "StepState", "TrainResult", "train", "predict_logits"]
 Log = Callable[[str], None]
+#: Training batches whose faces measure a rebuilt bundle's BatchNorm statistics (train.start_from).
+START_STAT_BATCHES = 16
 
 
 @dataclass
@@ -184,12 +189,15 @@ def train(cfg: RunConfig, out: Path, resume: Path | Checkpoint | None = None, ma
     setup.train = ddp.shard(setup.train)  # DDP hook: this rank's slice of every global batch
     result: TrainResult | None = None
     for r in range(start_round, len(plan)):
-        init = None
+        init: dict[str, Any] | None = None
         if r > 0 and ckpt is None:
             prev = round_dir(out, plan, r - 1) / f"{plan[r].init_from}.pt"
             ddp.barrier()  # DDP hook: rank 0 has finished writing it
-            init = Checkpoint.load(prev)
-            log(f"round {plan[r].name}: starting from {prev} (epoch {init.epoch})")
+            previous = Checkpoint.load(prev)
+            init = previous.eval_weights
+            log(f"round {plan[r].name}: starting from {prev} (epoch {previous.epoch})")
+        elif r == 0 and ckpt is None and cfg.train.start_from:
+            init = _start_weights(cfg, setup, log)
         job = _Round(cfg, plan, r, round_dir(out, plan, r), setup, max_steps, on_epoch_end, log, progress,
                      on_step)
         result = job.run(history, ckpt, init)
@@ -200,6 +208,23 @@ def train(cfg: RunConfig, out: Path, resume: Path | Checkpoint | None = None, ma
     assert result is not None
     result.run_dir = out
     return result
+
+
+def _start_weights(cfg: RunConfig, setup: _Setup, log: Log) -> dict[str, Any]:
+    """``train.start_from``'s weights: a checkpoint's EMA weights, or a bundle's graph rebuilt as this config's
+    network with BatchNorm statistics from augmented training faces (training/unfold.py)."""
+    source = cfg.train.start_from
+    if source.endswith(".pt"):
+        weights = Checkpoint.load(Path(source)).eval_weights
+        log(f"starting from the weights of {source}")
+        return weights
+    bundle = resolve_bundle(source)
+    faces = (train_input(f, setup.augment, cfg.data.input_size, False)
+             for f, _ in itertools.islice(setup.train.epoch(0), START_STAT_BATCHES))
+    weights = weights_from_bundle(bundle, cfg, faces)
+    log(f"starting from the bundle {bundle} (BatchNorm statistics from up to {START_STAT_BATCHES} training "
+        f"batches)")
+    return weights
 
 
 @dataclass
@@ -265,7 +290,8 @@ class _Round:
     def _stop(self, state: _State) -> bool:
         return self.max_steps is not None and state.global_step >= self.max_steps
 
-    def run(self, history: list[dict[str, Any]], ckpt: Checkpoint | None, init: Checkpoint | None) -> TrainResult:
+    def run(self, history: list[dict[str, Any]], ckpt: Checkpoint | None,
+            init: dict[str, Any] | None) -> TrainResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = self._build(ckpt, init)
         saver = CheckpointSaver(self.run_dir)
@@ -284,11 +310,12 @@ class _Round:
         best_info = {"metric": select, "value": value, "epoch": state.best_epoch}
         return TrainResult(self.run_dir, saver.best, saver.last, best_info, history, images_per_s)
 
-    def _build(self, ckpt: Checkpoint | None, init: Checkpoint | None) -> _State:
+    def _build(self, ckpt: Checkpoint | None, init: dict[str, Any] | None) -> _State:
         cfg, spec = self.cfg, head_spec(self.cfg)
         lr = float(self.rnd.lr or cfg.optim.lr)
         fresh = ckpt is None and init is None
-        if fresh:
+        first = ckpt is None and self.index == 0  # a fresh run, or a fine-tune from train.start_from
+        if first or fresh:
             seed_everything(cfg.train.seed + self.index)
         # A fresh run takes the config's ``model.pretrained``; a resumed or chained round loads its weights.
         model = build_model(cfg, pretrained=None if fresh else False)
@@ -300,11 +327,11 @@ class _Round:
                 assert isinstance(last, nn.Linear)
                 last.bias.fill_(float(np.nanmedian(self.setup.train.ages)))
         if init is not None:
-            model.load_state_dict(init.eval_weights)
+            model.load_state_dict(init)
         memory = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         model = model.to(memory_format=memory)  # type: ignore[call-overload]
         ddp = ddp_hooks.current()  # DDP hook
-        if fresh:
+        if first or fresh:
             ddp.seed_rank(cfg.train.seed + self.index)  # DDP hook: ranks > 0 get their own augmentation stream
         model = ddp.place(model)  # DDP hook: this rank's device
         steps_per_epoch = len(self.setup.train)

@@ -1,0 +1,192 @@
+"""Training weights from an exported fp32 bundle, so that a run can fine-tune a shipped model.
+
+The ONNX export folds every BatchNorm into the convolution before it (W' = W * g / s, b' = beta - mu * g / s
+with s = sqrt(var + eps)), and a training checkpoint is not shipped. :func:`weights_from_bundle` builds
+the config's network, copies each folded convolution into it and "unfolds" its BatchNorm so that:
+
+- in eval mode the network computes exactly the bundle's function: BN(y) = (y - m) / sqrt(v + eps) * gamma
+  + beta with gamma = sqrt(v + eps) and beta = m + b' is y + b' whatever m and v are;
+- in train mode, where BatchNorm normalises by the batch's statistics, it computes nearly the same
+  function, because m and v are the per-channel mean and variance of that layer's input measured on
+  augmented training faces (a fine-tune starting from gamma = 1, beta = b' would begin far from the model).
+
+Convolutions are matched to the graph's Conv nodes in the order the network runs them (recorded with
+forward hooks), and the result is checked against ONNX Runtime on the same faces before it is returned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .config import RunConfig
+from .models import AgeGenderNet, build_model
+from .validate import predict_logits
+
+#: The largest difference in logits allowed between the rebuilt network and the bundle's graph.
+PARITY_TOLERANCE = 1e-3
+
+
+class UnfoldError(UserError, ValueError):
+    """The bundle cannot be turned into this config's training weights."""
+
+
+def weights_from_bundle(bundle: Path, cfg: RunConfig, batches: Iterable[Tensor]) -> dict[str, Tensor]:
+    """The state dict of ``cfg``'s network that reproduces the fp32 bundle in ``bundle``.
+
+    Args:
+        bundle: an exported fp32 bundle directory (``model.onnx`` + ``manifest.json``).
+        cfg: the run's config; its ``model.name`` and ``data.input_size`` must be the bundle's.
+        batches: float NCHW inputs in [0, 255] at the input size (augmented training faces): the
+            BatchNorm statistics are measured on them and the parity check runs on the first.
+
+    Returns:
+        The weights, for ``AgeGenderNet.load_state_dict``.
+
+    Raises:
+        UnfoldError: the bundle is INT8, was trained with another backbone or input size, its graph does not
+            match the network, or the rebuilt network disagrees with it.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    manifest = _check_manifest(bundle, cfg)
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    folded = [[inits.get(name) for name in node.input[1:3]] for node in graph.node if node.op_type == "Conv"]
+    model = build_model(cfg, pretrained=False).eval()
+    model.teacher_head = None  # training-only; the config's fresh head is put back below
+    batches = iter(batches)
+    first = next(batches)
+    pairs = _conv_bn_pairs(model, first[:2])
+    if len(folded) < len(pairs):
+        raise UnfoldError(f"{bundle}: the graph has {len(folded)} convolutions, the {cfg.model.name} network "
+                          f"{len(pairs)}")
+    with torch.no_grad():
+        for (conv, bn), (weight, bias) in zip(pairs, folded, strict=False):
+            _load_folded(conv, bn, weight, bias, bundle)
+        _load_heads(model, inits, bundle)
+        _measure_statistics(model, [bn for _, bn in pairs if bn is not None], [first, *batches])
+    _check_parity(model, bundle, first, bool(manifest["training"].get("tta_flip")))
+    weights = build_model(cfg, pretrained=False).state_dict()
+    weights.update(model.state_dict())
+    return weights
+
+
+def _check_manifest(bundle: Path, cfg: RunConfig) -> dict:
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UnfoldError(f"{bundle}: not a model bundle ({exc})") from None
+    training = manifest.get("training") or {}
+    if manifest.get("precision", "fp32") != "fp32":
+        raise UnfoldError(f"{bundle}: an {manifest['precision']} bundle; fine-tuning needs the fp32 one")
+    if training.get("model") != cfg.model.name:
+        raise UnfoldError(f"{bundle}: trained as {training.get('model')!r}, the config builds {cfg.model.name!r}")
+    if manifest.get("input", {}).get("size") != cfg.data.input_size:
+        raise UnfoldError(f"{bundle}: input size {manifest.get('input', {}).get('size')}, the config's is "
+                          f"{cfg.data.input_size}")
+    return dict(manifest)
+
+
+def _conv_bn_pairs(model: AgeGenderNet, x: Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+    """Each convolution in the order one forward pass runs them, with the BatchNorm that normalises its
+    output (None where its output goes elsewhere): the order of the exported graph's Conv nodes."""
+    calls: list[tuple[nn.Module, Tensor, Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, inp[0], out)))
+             for m in model.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d | None]] = []
+    for i, (module, _, out) in enumerate(calls):
+        if isinstance(module, nn.Conv2d):
+            nxt = calls[i + 1] if i + 1 < len(calls) else None
+            bn = nxt[0] if nxt is not None and isinstance(nxt[0], nn.BatchNorm2d) and nxt[1] is out else None
+            pairs.append((module, bn))
+    return pairs
+
+
+def _load_folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, weight: np.ndarray | None,
+                 bias: np.ndarray | None, bundle: Path) -> None:
+    if weight is None or tuple(weight.shape) != tuple(conv.weight.shape):
+        raise UnfoldError(f"{bundle}: a convolution's weight is {None if weight is None else weight.shape}, "
+                          f"the network's {tuple(conv.weight.shape)}")
+    conv.weight.copy_(torch.tensor(weight))
+    b = torch.zeros(conv.out_channels) if bias is None else torch.tensor(bias)
+    if bn is None:
+        if conv.bias is None:
+            if bias is not None and np.any(bias):
+                raise UnfoldError(f"{bundle}: a convolution with a bias where the network has none")
+        else:
+            conv.bias.copy_(b)
+        return
+    if conv.bias is not None:
+        conv.bias.zero_()
+    assert bn.running_mean is not None and bn.running_var is not None, "BatchNorm without running statistics"
+    bn.weight.fill_(1.0)
+    bn.bias.copy_(b)
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0 - bn.eps)  # (y - 0) / sqrt(1 - eps + eps) * 1 + b' = y + b'
+
+
+def _load_heads(model: AgeGenderNet, inits: dict[str, np.ndarray], bundle: Path) -> None:
+    """The heads keep their names in the graph (``model.<head>...``)."""
+    for name, tensor in model.state_dict().items():
+        if not name.startswith(("age_head.", "gender_head.")):
+            continue
+        value = inits.get(f"model.{name}")
+        if value is None or tuple(value.shape) != tuple(tensor.shape):
+            raise UnfoldError(f"{bundle}: no {tuple(tensor.shape)} initializer for the network's {name}")
+        tensor.copy_(torch.tensor(value))
+
+
+def _measure_statistics(model: AgeGenderNet, norms: list[nn.BatchNorm2d], batches: Iterable[Tensor]) -> None:
+    """Set each BatchNorm's running statistics to its input's per-channel mean and variance over ``batches``
+    and its gamma, beta so that the eval-mode output does not change (see the module docstring)."""
+    sums: dict[nn.BatchNorm2d, list[Tensor]] = {bn: [torch.zeros(0)] * 3 for bn in norms}
+
+    def record(bn: nn.Module, inp: tuple[Tensor, ...], _: Tensor) -> None:
+        y = inp[0].double().transpose(0, 1).flatten(1)
+        s = sums[bn]  # type: ignore[index]
+        first = s[0].numel() == 0
+        s[0] = y.sum(1) if first else s[0] + y.sum(1)
+        s[1] = (y * y).sum(1) if first else s[1] + (y * y).sum(1)
+        s[2] = torch.tensor(float(y.shape[1])) if first else s[2] + y.shape[1]
+
+    hooks = [bn.register_forward_hook(record) for bn in norms]
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for bn, (total, squares, count) in sums.items():
+        mean = total / count
+        assert bn.running_mean is not None and bn.running_var is not None, "BatchNorm without running statistics"
+        var = (squares / count - mean * mean).clamp_min(0)
+        bn.running_mean.copy_(mean.float())
+        bn.running_var.copy_(var.float())
+        bn.weight.copy_((var + bn.eps).sqrt().float())
+        bn.bias.add_(mean.float())
+
+
+def _check_parity(model: AgeGenderNet, bundle: Path, x: Tensor, tta_flip: bool) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x.contiguous().numpy().astype(np.float32)})
+    with torch.no_grad():
+        got = [t for t in predict_logits(model.eval(), x, tta_flip) if t is not None]
+    diff = max(float(np.abs(w - g.numpy()).max()) for w, g in zip(want, got, strict=True))
+    if not diff < PARITY_TOLERANCE:
+        raise UnfoldError(f"{bundle}: the rebuilt network differs from the graph by {diff:.3g} in logits")
