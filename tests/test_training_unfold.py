@@ -164,3 +164,16 @@ def test_the_fine_tuning_config_in_the_docs_loads(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "mine_tuned.toml")
     assert (cfg.train.start_from, cfg.train.epochs, cfg.optim.lr) == ("fp32", 5, 0.0002)
     assert cfg.model.name == "efficientnet_lite1" and cfg.teacher.weight == 0
+
+
+def test_a_missing_or_unfitting_checkpoint_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from facial_demographics.training.config import ConfigError
+
+    missing = _tiny(tmp_path / "a", start_from=str(tmp_path / "nowhere.pt"))
+    with pytest.raises(ConfigError, match="nowhere.pt: no such checkpoint"):
+        train(missing, tmp_path / "a" / "run", progress=False, log=lambda _: None)
+    train(_tiny(tmp_path / "b"), tmp_path / "b" / "run", progress=False, log=lambda _: None)
+    raw = _tiny(tmp_path / "c", start_from=str(tmp_path / "b" / "run" / "best.pt")).to_dict()
+    raw["heads"]["max_age"] = 120  # an age head the checkpoint does not have
+    with pytest.raises(ConfigError, match="its weights do not fit efficientnet_lite0"):
+        train(config_from_dict(raw), tmp_path / "c" / "run", progress=False, log=lambda _: None)

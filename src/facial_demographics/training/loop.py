@@ -29,7 +29,7 @@ from ..labels import AGE_GROUPS, age_buckets, gender_codes
 from ..registry import resolve as resolve_bundle
 from . import distributed as ddp_hooks  # DDP hooks (training/distributed.py): identity in one process
 from .checkpoint import Best, Checkpoint, CheckpointSaver, atomic_write_text, rng_state, seed_everything, set_rng_state
-from .config import SELECT_METRICS, RoundConfig, RunConfig
+from .config import SELECT_METRICS, ConfigError, RoundConfig, RunConfig
 from .curves import plot_curves, write_metrics
 from .data import Augment, FaceBatches, balanced_weights, split_rows, teacher_targets, train_input, with_mirror
 from .losses import MultiTaskLoss, flip_consistency
@@ -215,7 +215,15 @@ def _start_weights(cfg: RunConfig, setup: _Setup, log: Log) -> dict[str, Any]:
     network with BatchNorm statistics from augmented training faces (training/unfold.py)."""
     source = cfg.train.start_from
     if source.endswith(".pt"):
+        if not Path(source).is_file():
+            raise ConfigError(f"train.start_from: {source}: no such checkpoint")
         weights = Checkpoint.load(Path(source)).eval_weights
+        try:
+            build_model(cfg, pretrained=False).load_state_dict(weights)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"train.start_from: {source}: its weights do not fit {cfg.model.name} ({first})") \
+                from None
         log(f"starting from the weights of {source}")
         return weights
     bundle = resolve_bundle(source)

@@ -59,7 +59,8 @@ def weights_from_bundle(bundle: Path, cfg: RunConfig, batches: Iterable[Tensor])
     manifest = _check_manifest(bundle, cfg)
     graph = onnx.load(str(bundle / "model.onnx")).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    folded = [[inits.get(name) for name in node.input[1:3]] for node in graph.node if node.op_type == "Conv"]
+    folded = [(inits.get(node.input[1]), inits.get(node.input[2]) if len(node.input) > 2 else None)
+              for node in graph.node if node.op_type == "Conv"]
     model = build_model(cfg, pretrained=False).eval()
     model.teacher_head = None  # training-only; the config's fresh head is put back below
     batches = iter(batches)
@@ -73,7 +74,7 @@ def weights_from_bundle(bundle: Path, cfg: RunConfig, batches: Iterable[Tensor])
             _load_folded(conv, bn, weight, bias, bundle)
         _load_heads(model, inits, bundle)
         _measure_statistics(model, [bn for _, bn in pairs if bn is not None], [first, *batches])
-    _check_parity(model, bundle, first, bool(manifest["training"].get("tta_flip")))
+    _check_parity(model, bundle, first, bool(manifest.get("tta_flip", manifest["training"].get("tta_flip"))))
     weights = build_model(cfg, pretrained=False).state_dict()
     weights.update(model.state_dict())
     return weights
