@@ -137,7 +137,7 @@ def _edited(path: Path, target: Path, edit: dict[str, object]) -> Path:
 @pytest.mark.parametrize(("edit", "reason"), [
     ({"precision": "int8"}, "an int8 bundle; fine-tuning needs the fp32 one"),
     ({"training.model": "efficientnet_lite1"}, "trained as 'efficientnet_lite1', the config builds"),
-    ({"input.size": 64}, "input size 64, the config's is 32"),
+    ({"input.size": 64, "alignment.size": 64}, "input size 64, the config's is 32"),
 ])
 def test_bundles_that_cannot_be_rebuilt_are_refused_with_the_reason(
         bundle: tuple[RunConfig, Path], tmp_path: Path, edit: dict[str, object], reason: str) -> None:

@@ -16,7 +16,6 @@ forward hooks), and the result is checked against ONNX Runtime on the same faces
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..model import ModelBundle
 from .config import RunConfig
+from .export import ExportWrapper, onnx_parity
 from .models import AgeGenderNet, build_model
-from .validate import predict_logits
 
 #: The largest difference in logits allowed between the rebuilt network and the bundle's graph.
 PARITY_TOLERANCE = 1e-3
@@ -37,63 +37,59 @@ class UnfoldError(UserError, ValueError):
     """The bundle cannot be turned into this config's training weights."""
 
 
-def weights_from_bundle(bundle: Path, cfg: RunConfig, batches: Iterable[Tensor]) -> dict[str, Tensor]:
-    """The state dict of ``cfg``'s network that reproduces the fp32 bundle in ``bundle``.
+def weights_from_bundle(bundle: str | Path, cfg: RunConfig, batches: Iterable[Tensor]) -> dict[str, Tensor]:
+    """The state dict of ``cfg``'s network that reproduces the fp32 bundle ``bundle``.
 
     Args:
-        bundle: an exported fp32 bundle directory (``model.onnx`` + ``manifest.json``).
+        bundle: an exported fp32 bundle: a registry name (``"fp32"``) or a directory.
         cfg: the run's config; its ``model.name`` and ``data.input_size`` must be the bundle's.
         batches: float NCHW inputs in [0, 255] at the input size (augmented training faces): the
             BatchNorm statistics are measured on them and the parity check runs on the first.
 
     Returns:
-        The weights, for ``AgeGenderNet.load_state_dict``.
+        The weights, for ``AgeGenderNet.load_state_dict`` (a ``[teacher]`` head keeps its fresh start).
 
     Raises:
+        BundleError: not a valid bundle (see ``ModelBundle.load``).
         UnfoldError: the bundle is INT8, was trained with another backbone or input size, its graph does not
             match the network, or the rebuilt network disagrees with it.
     """
     import onnx
     from onnx import numpy_helper
 
-    manifest = _check_manifest(bundle, cfg)
-    graph = onnx.load(str(bundle / "model.onnx")).graph
+    loaded = ModelBundle.load(bundle)
+    _check_bundle(loaded, cfg)
+    graph = onnx.load(str(loaded.graph_path)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     folded = [(inits.get(node.input[1]), inits.get(node.input[2]) if len(node.input) > 2 else None)
               for node in graph.node if node.op_type == "Conv"]
-    model = build_model(cfg, pretrained=False).eval()
-    model.teacher_head = None  # training-only; the config's fresh head is put back below
+    model = build_model(cfg, pretrained=False).eval()  # eval: the teacher head, if any, stays out of forward
     batches = iter(batches)
     first = next(batches)
     pairs = _conv_bn_pairs(model, first[:2])
     if len(folded) < len(pairs):
-        raise UnfoldError(f"{bundle}: the graph has {len(folded)} convolutions, the {cfg.model.name} network "
-                          f"{len(pairs)}")
+        raise UnfoldError(f"{loaded.root}: the graph has {len(folded)} convolutions, the {cfg.model.name} "
+                          f"network {len(pairs)}")
     with torch.no_grad():
         for (conv, bn), (weight, bias) in zip(pairs, folded, strict=False):
-            _load_folded(conv, bn, weight, bias, bundle)
-        _load_heads(model, inits, bundle)
+            _load_folded(conv, bn, weight, bias, loaded.root)
+        _load_heads(model, inits, loaded.root)
         _measure_statistics(model, [bn for _, bn in pairs if bn is not None], [first, *batches])
-    _check_parity(model, bundle, first, bool(manifest.get("tta_flip", manifest["training"].get("tta_flip"))))
-    weights = build_model(cfg, pretrained=False).state_dict()
-    weights.update(model.state_dict())
-    return weights
+    diff = onnx_parity(loaded.graph_path, ExportWrapper(model, bool(loaded.spec.tta_flip)).eval(), first.numpy())
+    if not diff < PARITY_TOLERANCE:
+        raise UnfoldError(f"{loaded.root}: the rebuilt network differs from the graph by {diff:.3g} in logits")
+    return model.state_dict()
 
 
-def _check_manifest(bundle: Path, cfg: RunConfig) -> dict:
-    try:
-        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UnfoldError(f"{bundle}: not a model bundle ({exc})") from None
-    training = manifest.get("training") or {}
-    if manifest.get("precision", "fp32") != "fp32":
-        raise UnfoldError(f"{bundle}: an {manifest['precision']} bundle; fine-tuning needs the fp32 one")
-    if training.get("model") != cfg.model.name:
-        raise UnfoldError(f"{bundle}: trained as {training.get('model')!r}, the config builds {cfg.model.name!r}")
-    if manifest.get("input", {}).get("size") != cfg.data.input_size:
-        raise UnfoldError(f"{bundle}: input size {manifest.get('input', {}).get('size')}, the config's is "
-                          f"{cfg.data.input_size}")
-    return dict(manifest)
+def _check_bundle(bundle: ModelBundle, cfg: RunConfig) -> None:
+    spec, root = bundle.spec, bundle.root
+    trained_as = (spec.source.get("training") or {}).get("model")
+    if spec.precision != "fp32":
+        raise UnfoldError(f"{root}: an {spec.precision} bundle; fine-tuning needs the fp32 one")
+    if trained_as != cfg.model.name:
+        raise UnfoldError(f"{root}: trained as {trained_as!r}, the config builds {cfg.model.name!r}")
+    if bundle.input_size != cfg.data.input_size:
+        raise UnfoldError(f"{root}: input size {bundle.input_size}, the config's is {cfg.data.input_size}")
 
 
 def _conv_bn_pairs(model: AgeGenderNet, x: Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
@@ -179,15 +175,3 @@ def _measure_statistics(model: AgeGenderNet, norms: list[nn.BatchNorm2d], batche
         bn.running_var.copy_(var.float())
         bn.weight.copy_((var + bn.eps).sqrt().float())
         bn.bias.add_(mean.float())
-
-
-def _check_parity(model: AgeGenderNet, bundle: Path, x: Tensor, tta_flip: bool) -> None:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
-    want = session.run(None, {session.get_inputs()[0].name: x.contiguous().numpy().astype(np.float32)})
-    with torch.no_grad():
-        got = [t for t in predict_logits(model.eval(), x, tta_flip) if t is not None]
-    diff = max(float(np.abs(w - g.numpy()).max()) for w, g in zip(want, got, strict=True))
-    if not diff < PARITY_TOLERANCE:
-        raise UnfoldError(f"{bundle}: the rebuilt network differs from the graph by {diff:.3g} in logits")
