@@ -22,6 +22,18 @@ def test_packaged_configs_load(name: str) -> None:
     assert resolve_config_path(f"configs/{name}.toml").name == f"{name}.toml"
 
 
+def test_flip_budget_config_spends_the_shipped_models_compute() -> None:
+    """v04_flip_budget differs from 0.4.0's recipe only in what a step sees: as many steps of as many rows
+    (32 faces + their 32 mirrors against 64 faces), the same warm-up in steps, one pass at validation."""
+    shipped, flip = load_config("v04_lite1"), load_config("v04_flip_budget")
+    assert flip.loss.flip_consistency > 0 and not flip.train.tta_flip and shipped.train.tta_flip
+    assert 2 * flip.train.batch_size == shipped.train.batch_size
+    assert 2 * flip.train.epochs == shipped.train.epochs  # twice the steps per epoch, half the epochs
+    assert 2 * flip.schedule.warmup_epochs == shipped.schedule.warmup_epochs
+    same = ("model", "heads", "optim", "augment", "data", "teacher")
+    assert all(getattr(flip, k) == getattr(shipped, k) for k in same)
+
+
 def test_seed_config_matches_the_report() -> None:
     cfg = load_config("seed")
     assert (cfg.model.name, cfg.heads.age, cfg.heads.gender) == ("seed_cnn", "buckets5", True)
