@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,9 @@ def test_flip_budget_config_spends_the_shipped_models_compute() -> None:
     assert 2 * flip.schedule.warmup_epochs == shipped.schedule.warmup_epochs
     same = ("model", "heads", "optim", "augment", "data", "teacher")
     assert all(getattr(flip, k) == getattr(shipped, k) for k in same)
+    assert replace(flip.loss, flip_consistency=0.0) == shipped.loss
+    keep = ("seed", "ema", "ema_decay", "select", "threads", "channels_last", "precision")
+    assert all(getattr(flip.train, k) == getattr(shipped.train, k) for k in keep)
 
 
 def test_seed_config_matches_the_report() -> None:
