@@ -226,11 +226,12 @@ def _start_weights(cfg: RunConfig, setup: _Setup, log: Log) -> dict[str, Any]:
                 from None
         log(f"starting from the weights of {source}")
         return weights
+    bundle = resolve_bundle(source)  # a registry name or a folder, resolved once for the rebuild and the log
     faces = (train_input(f, setup.augment, cfg.data.input_size, False)
              for f, _ in itertools.islice(setup.train.epoch(0), START_STAT_BATCHES))
-    weights = weights_from_bundle(source, cfg, faces)
-    log(f"starting from the bundle {resolve_bundle(source)} (BatchNorm statistics from up to "
-        f"{START_STAT_BATCHES} training batches)")
+    weights = weights_from_bundle(bundle, cfg, faces)
+    log(f"starting from the bundle {bundle} (BatchNorm statistics from up to {START_STAT_BATCHES} training "
+        f"batches)")
     return weights
 
 
